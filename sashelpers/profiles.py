@@ -1,0 +1,41 @@
+"""One table of sizes per study and profile.
+
+``quick`` runs in CI (<= 3 min per notebook on 2 cores), ``standard`` on a laptop
+(<= 10 min with datasets cached), ``paper`` on a GPU workstation at the papers' sizes.
+Each entry also holds the bar the notebook's final check cell asserts for that profile.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+PROFILES = ("quick", "standard", "paper")
+_ENV = "SASHELPERS_PROFILE"
+
+SIZES: dict[str, dict[str, dict]] = {
+    # Primer: voxel sphere -> FFT -> radial average vs the analytic sphere.
+    # radius 8 nm; grid n voxels of voxel_nm; the bar is on the max relative deviation
+    # between the FFT curve and the analytic curve averaged with the same q weights.
+    "00_scattering_primer": {
+        "quick": {"n": 96, "voxel_nm": 0.6, "radius_nm": 8.0, "n_q": 150, "bar_max_rel_dev": 0.05},
+        "standard": {"n": 160, "voxel_nm": 0.4, "radius_nm": 8.0, "n_q": 250, "bar_max_rel_dev": 0.03},
+        "paper": {"n": 256, "voxel_nm": 0.25, "radius_nm": 8.0, "n_q": 400, "bar_max_rel_dev": 0.02},
+    },
+}
+
+
+def current_profile(profile: str | None = None) -> str:
+    """The profile name: the argument, else ``SASHELPERS_PROFILE``, else 'standard'."""
+    name = profile if profile is not None else os.environ.get(_ENV, "standard")
+    name = str(name).strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"profile={name!r} is not a profile; allowed: {', '.join(PROFILES)}")
+    return name
+
+
+def get(study: str, profile: str | None = None) -> dict:
+    """A copy of the size table of ``study`` for ``profile`` (default: the current one)."""
+    if study not in SIZES:
+        raise ValueError(f"study={study!r} has no size table; known: {', '.join(sorted(SIZES))}")
+    return copy.deepcopy(SIZES[study][current_profile(profile)])
