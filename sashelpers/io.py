@@ -160,6 +160,9 @@ def load_curve(path, *, q_unit: str | None = None, index: int = 0) -> Curve:
     if dx is not None and not np.any(dx):
         dx = None
     meta = {"q_unit_in_file": unit, "n_curves_in_file": len(datasets)}
+    intensity_unit = getattr(d, "y_unit", None) or "a.u."
+    if path.suffix.lower() == ".pdh":
+        intensity_unit = "a.u."  # PDH declares no intensity unit; sasdata's label is a default
     src = getattr(d, "source", None)
     if src is not None and getattr(src, "radiation", None):
         meta["radiation"] = src.radiation
@@ -168,7 +171,7 @@ def load_curve(path, *, q_unit: str | None = None, index: int = 0) -> Curve:
         intensity=y,
         sigma=dy,
         dq_nm=None if dx is None else dx * factor,
-        intensity_unit=getattr(d, "y_unit", None) or "a.u.",
+        intensity_unit=intensity_unit,
         title=getattr(d, "title", "") or path.stem,
         source=str(path),
         meta=meta,

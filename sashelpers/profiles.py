@@ -18,9 +18,9 @@ SIZES: dict[str, dict[str, dict]] = {
     # radius 8 nm; grid n voxels of voxel_nm; the bar is on the max relative deviation
     # between the FFT curve and the analytic curve averaged with the same q weights.
     "00_scattering_primer": {
-        "quick": {"n": 96, "voxel_nm": 0.6, "radius_nm": 8.0, "n_q": 150, "bar_max_rel_dev": 0.05},
-        "standard": {"n": 160, "voxel_nm": 0.4, "radius_nm": 8.0, "n_q": 250, "bar_max_rel_dev": 0.03},
-        "paper": {"n": 256, "voxel_nm": 0.25, "radius_nm": 8.0, "n_q": 400, "bar_max_rel_dev": 0.02},
+        "quick": {"n": 96, "voxel_nm": 0.6, "radius_nm": 8.0, "n_q": 150, "bar_max_rel_dev": 0.01},
+        "standard": {"n": 160, "voxel_nm": 0.4, "radius_nm": 8.0, "n_q": 250, "bar_max_rel_dev": 0.004},
+        "paper": {"n": 256, "voxel_nm": 0.25, "radius_nm": 8.0, "n_q": 400, "bar_max_rel_dev": 0.002},
     },
 }
 

@@ -26,6 +26,8 @@ import numpy as np
 from .backend import fft_module, get_array_module
 
 SHELLS_PER_DQ = 8  # fine shells per reciprocal-lattice spacing in the radial average
+SLD_TO_NM2 = 1e-4  # a scattering length density of 1e-6 A^-2 is 1e-4 nm^-2
+PER_NM_TO_PER_CM = 1e7  # I in nm^-1 (rho in nm^-2) -> cm^-1, the unit of sasmodels
 
 
 def _check_grid(n: int, voxel_nm: float) -> None:
@@ -221,3 +223,27 @@ def analytic_on_grid(n: int, voxel_nm: float, q_nm, radius_nm: float, contrast: 
     box = (n * voxel_nm) ** 3
     ana = sphere_intensity(q_magnitude_half(n, voxel_nm, xp), radius_nm, contrast, box).astype(xp.float32)
     return radial_average(ana, voxel_nm, q_nm)
+
+
+# --- reading a curve ---------------------------------------------------------------------------
+
+def power_law_slope(q_nm, intensity, q_range_nm: tuple[float, float]) -> float:
+    """Least-squares slope of log I vs log q over q_range_nm (e.g. -4 for a Porod tail)."""
+    q, i = np.asarray(q_nm, float), np.asarray(intensity, float)
+    sel = (q >= q_range_nm[0]) & (q <= q_range_nm[1]) & (i > 0)
+    if sel.sum() < 3:
+        raise ValueError(f"q_range_nm={q_range_nm} holds fewer than 3 points with I > 0")
+    return float(np.polyfit(np.log(q[sel]), np.log(i[sel]), 1)[0])
+
+
+def local_minima(q_nm, intensity) -> np.ndarray:
+    """q (nm^-1) of the local minima of a curve, refined by a parabola through the three points
+    around each (exact for a true zero, where I ~ (q - q0)^2)."""
+    q, i = np.asarray(q_nm, float), np.asarray(intensity, float)
+    k = np.flatnonzero((i[1:-1] < i[:-2]) & (i[1:-1] < i[2:])) + 1
+    out = []
+    for j in k:
+        x, y = q[j - 1:j + 2], i[j - 1:j + 2]
+        a, b, _ = np.polyfit(x, y, 2)
+        out.append(-b / (2 * a) if a > 0 else q[j])
+    return np.array(out)
