@@ -137,7 +137,7 @@ def scorecard_table(records: list[dict]) -> str:
     """One markdown table: every headline number of every study, the paper's next to this run's."""
     if not records:
         return "_No results recorded yet: run `make book` to execute the notebooks._\n"
-    lines = ["| study | quantity | paper | this run | profile | hardware | date |",
+    lines = ["| study | quantity | paper (or known answer) | this run | profile | hardware | date |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for rec in records:
         metrics, paper = flatten(rec["metrics"]), flatten(rec.get("paper", {}))
