@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend import fft_module, get_array_module
 
-SHELLS_PER_DQ = 8  # fine shells per reciprocal-lattice spacing in the radial average
+SHELLS_PER_DQ = 32  # fine shells per reciprocal-lattice spacing: 8 gives 0.3 % error, 32 gives < 1e-4
 SLD_TO_NM2 = 1e-4  # a scattering length density of 1e-6 A^-2 is 1e-4 nm^-2
 PER_NM_TO_PER_CM = 1e7  # I in nm^-1 (rho in nm^-2) -> cm^-1, the unit of sasmodels
 
