@@ -232,9 +232,13 @@ def reflection_coefficient(alpha_rad, delta: float = SI_DELTA_10KEV, beta: float
         raise ValueError(f"delta={delta!r}, beta={beta!r} must lie in [0, 1)")
     xp = get_array_module(alpha_rad)
     a = xp.asarray(alpha_rad, dtype=xp.float64)
+    if delta == 0 and beta == 0:
+        return xp.zeros(a.shape, dtype=xp.complex128)  # n = 1: no interface
     s = xp.sin(a)
     kz1 = xp.sqrt(s * s - 2 * delta + delta**2 - beta**2 + 2j * beta * (1 - delta))
-    return (s - kz1) / (s + kz1)
+    den = s + kz1
+    zero = den == 0  # only at a = 0 with beta = 0: total reflection, r = -1
+    return xp.where(zero, -1.0 + 0j, (s - kz1) / xp.where(zero, 1.0, den))
 
 
 def critical_angle_deg(delta: float) -> float:
