@@ -292,6 +292,28 @@ class DetectorGrid:
         return (self.n_rows, self.n_cols)
 
 
+@dataclass(frozen=True)
+class AngleGrid:
+    """Exit angles in degrees (a spherical detector): image[i, j] at alpha_f_deg[i], two_theta_f_deg[j]."""
+
+    two_theta_f_deg: np.ndarray
+    alpha_f_deg: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.alpha_f_deg.size, self.two_theta_f_deg.size)
+
+
+def angle_grid(two_theta_f_deg, alpha_f_deg) -> AngleGrid:
+    """A grid of exit angles (degrees, 1D axes), e.g. the bin centres of a spherical detector."""
+    tt = np.asarray(two_theta_f_deg, dtype=np.float64)
+    af = np.asarray(alpha_f_deg, dtype=np.float64)
+    for name, v in (("two_theta_f_deg", tt), ("alpha_f_deg", af)):
+        if v.ndim != 1 or v.size < 2 or not np.all(np.isfinite(v)) or np.any(np.abs(v) >= 90):
+            raise ValueError(f"{name} must be a 1D array of >= 2 finite angles in (-90, 90) degrees")
+    return AngleGrid(tt, af)
+
+
 def q_grid(n_y: int, n_z: int, qy_range_nm=(-2.0, 2.0), qz_range_nm=(0.0, 2.0)) -> QGrid:
     """Uniform q_y (columns) and q_z (rows) axes, end points included, in nm^-1."""
     for name, n in (("n_y", n_y), ("n_z", n_z)):
@@ -348,7 +370,7 @@ def _check_alpha_i(alpha_i_deg) -> float:
 
 
 def scattering_geometry(grid, alpha_i_deg: float, energy_kev: float = ENERGY_10KEV, xp=None) -> Geometry:
-    """Angles and q for every pixel of a QGrid (uniform q_y, q_z) or a DetectorGrid.
+    """Angles and q for every pixel of a QGrid (uniform q_y, q_z), a DetectorGrid or an AngleGrid.
 
     For a QGrid the exit angles follow from the q's: sin a_f = q_z/k - sin a_i,
     sin 2t_f = q_y/(k cos a_f), and q_x = k (cos a_f cos 2t_f - cos a_i) (Ewald sphere).
@@ -373,8 +395,13 @@ def scattering_geometry(grid, alpha_i_deg: float, energy_kev: float = ENERGY_10K
         tt = np.broadcast_to(np.arctan(x / d), (grid.n_rows, grid.n_cols))
         a_f = np.arctan(y / np.sqrt(d * d + x * x)) - a_i
         valid = a_f > 0
+    elif isinstance(grid, AngleGrid):
+        tt = np.radians(grid.two_theta_f_deg)[None, :]
+        a_f = np.radians(grid.alpha_f_deg)[:, None]
+        valid = a_f > 0
     else:
-        raise ValueError(f"grid={type(grid).__name__} must be a QGrid (q_grid) or DetectorGrid (detector_grid)")
+        raise ValueError(f"grid={type(grid).__name__} must be a QGrid (q_grid), DetectorGrid (detector_grid) "
+                         "or AngleGrid (angle_grid)")
     a_f, tt = np.broadcast_arrays(a_f, tt)
     valid = np.broadcast_to(valid, a_f.shape)
     qx = k * (np.cos(a_f) * np.cos(tt) - math.cos(a_i))
