@@ -437,47 +437,56 @@ def structure_factor(q_nm, class_name: str, lattice_nm: float, reps, phi_deg=0.0
     return out[0] if np.ndim(phi_deg) == 0 else xp.stack(out)
 
 
-def _orientation_chunk(qpar, qz_terms, pref, cell, basis_frac, reps, phis_rad, xp, rdtype, cdtype):
+def _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis_frac, reps, phis_rad, xp, rdtype):
     """sum_phi |sum_t pref_t S(Q_par, Qz_t; phi)|^2 for a chunk of orientations.
 
-    qpar (2, P) real, qz_terms (T, P) real, pref (T, P) complex, phis_rad (M,) host.
+    qpar (2, P), qz_terms (T, P), pref_re/pref_im (T, P) real arrays in xp; phis_rad (M,) on the host.
+    All arithmetic is real (cos/sin instead of complex exp): several times faster on CPUs.
     """
     m = phis_rad.size
     c, s = np.cos(phis_rad), np.sin(phis_rad)
-    # rotated in-plane cell components, (M, 3, 2): a_par(phi) = Rz(phi) a_par
+    # rotated in-plane cell components, (M*3, 2): a_par(phi) = Rz(phi) a_par
     ax, ay = cell[:, 0], cell[:, 1]
     rx = c[:, None] * ax[None, :] - s[:, None] * ay[None, :]
     ry = s[:, None] * ax[None, :] + c[:, None] * ay[None, :]
     rot = xp.asarray(np.stack([rx, ry], axis=-1).reshape(m * 3, 2), dtype=rdtype)
     p = (rot @ qpar).reshape(m, 3, 1, -1)  # (M, 3, 1, P): Q_par . a_j(phi)
-    az = xp.asarray(cell[:, 2], dtype=rdtype)
-    x = p + az[None, :, None, None] * qz_terms[None, None, :, :]  # (M, 3, T, P)
-    y = _reduce_2pi(x, xp)
+    x = [p[:, j] + rdtype(cell[j, 2]) * qz_terms[None] if cell[j, 2] != 0 else p[:, j] for j in range(3)]
     amp = None
     phase = None
     for j in range(3):
         n = reps[j]
         if n == 1:
             continue
-        d = _dirichlet_reduced(y[:, j], n, xp)
-        ph = (0.5 * (n - 1)) * y[:, j]
+        y = _reduce_2pi(x[j], xp)
+        d = _dirichlet_reduced(y, n, xp)
+        y *= rdtype(0.5 * (n - 1))
         amp = d if amp is None else amp * d
-        phase = ph if phase is None else phase + ph
-    if amp is None:
-        amp = xp.ones(x.shape[:1] + x.shape[2:], dtype=rdtype)
-        phase = xp.zeros_like(amp)
+        phase = y if phase is None else phase + y
     # basis: sum_b exp(i (phase + f_b . x)); f_b . x uses the unreduced x (f_b fractional)
-    bsum = None
+    b_re = b_im = None
     for f in basis_frac:
         arg = phase
         for j in range(3):
             if f[j] != 0:
-                arg = arg + rdtype(f[j]) * x[:, j]
-        e = xp.exp(1j * arg.astype(rdtype, copy=False)).astype(cdtype, copy=False)
-        bsum = e if bsum is None else bsum + e
-    amp_t = (amp * bsum) * pref[None]  # (M, T, P)
-    a = amp_t.sum(axis=1)
-    return (a.real * a.real + a.imag * a.imag).sum(axis=0)
+                term = rdtype(f[j]) * x[j]
+                arg = term if arg is None else arg + term
+        if arg is None:  # the origin of a one-cell lattice
+            cr, ci = rdtype(1.0), rdtype(0.0)
+        else:
+            arg = xp.broadcast_to(arg, (m,) + qz_terms.shape)
+            cr, ci = xp.cos(arg), xp.sin(arg)
+        b_re = cr if b_re is None else b_re + cr
+        b_im = ci if b_im is None else b_im + ci
+    if amp is not None:
+        b_re = b_re * amp
+        b_im = b_im * amp
+    b_re = xp.broadcast_to(b_re, (m,) + qz_terms.shape)
+    b_im = xp.broadcast_to(b_im, (m,) + qz_terms.shape)
+    # A = sum_t pref_t S_t (complex product written out), then |A|^2 summed over orientations
+    a_re = (b_re * pref_re - b_im * pref_im).sum(axis=1)
+    a_im = (b_re * pref_im + b_im * pref_re).sum(axis=1)
+    return (a_re * a_re + a_im * a_im).sum(axis=0, dtype=xp.float64)
 
 
 def _angles_deg(class_name, n_orient, rng, angles_deg):
@@ -526,7 +535,6 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
     xp = array_module() if xp is None else xp
     geo = scattering_geometry(grid, alpha_i_deg, energy_kev, xp)
     rdtype = np.float32 if precision == "single" else np.float64
-    cdtype = np.complex64 if precision == "single" else np.complex128
 
     valid = geo.valid.ravel()
     k = geo.k_nm
@@ -545,7 +553,8 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
         coef = xp.ones((1, qx.size), dtype=xp.complex128)
     qmag = xp.sqrt(qx[None] ** 2 + qy[None] ** 2 + qz_terms**2)
     # orientation-independent part: coefficient, sphere form factor and the centre height z = R
-    pref = (coef * sphere_form_factor(qmag, radius_nm) * xp.exp(1j * qz_terms * radius_nm)).astype(cdtype)
+    pref = coef * sphere_form_factor(qmag, radius_nm) * xp.exp(1j * qz_terms * radius_nm)
+    pref_re, pref_im = pref.real.astype(rdtype), pref.imag.astype(rdtype)
     qpar = xp.stack([qx, qy]).astype(rdtype)
     qz_terms = qz_terms.astype(rdtype)
     cell, basis = cell_vectors_nm(class_name, lattice_nm)
@@ -555,7 +564,7 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
     step = max(1, int(chunk_elements) // per_orient)
     total = xp.zeros(n_pix, dtype=xp.float64)
     for start in range(0, phis.size, step):
-        total += _orientation_chunk(qpar, qz_terms, pref, cell, basis, reps, phis[start:start + step],
-                                    xp, rdtype, cdtype)
+        total += _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis, reps,
+                                    phis[start:start + step], xp, rdtype)
     image = xp.where(valid, total / phis.size, 0.0)
     return image.reshape(grid.shape).astype(xp.float32)
