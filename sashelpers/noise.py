@@ -28,7 +28,7 @@ def _as_image(image, name="image"):
     a = xp.asarray(image)
     if a.ndim < 2 or a.shape[-1] < 2 or a.shape[-2] < 2:
         raise ValueError(f"{name} must have at least 2 dimensions (..., H, W) with H, W >= 2, got shape {a.shape}")
-    if not xp.issubdtype(a.dtype, xp.floating):
+    if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(xp.float32)
     return xp, a
 
@@ -41,9 +41,14 @@ def _ndimage(xp):
     return ndi
 
 
-def _check_rng(rng):
+def _check_rng(rng, xp=np):
+    """The generator to draw with: rng itself, or for cupy arrays and a numpy rng a cupy
+    RandomState seeded from rng (draws stay on the device; same seed, same noise)."""
     if rng is None or not hasattr(rng, "normal") or not hasattr(rng, "poisson"):
         raise ValueError(f"rng={rng!r} must be a random Generator (e.g. numpy.random.default_rng(seed))")
+    if xp is np or type(rng).__module__.split(".")[0] == "cupy":
+        return rng
+    return xp.random.RandomState(int(rng.integers(2**63 - 1)))
 
 
 def smear(image, sigma_px: float):
@@ -62,7 +67,7 @@ def gaussian_noise(image, alpha: float, rng):
     xp, a = _as_image(image)
     if not (math.isfinite(alpha) and 0 <= alpha <= 100):
         raise ValueError(f"alpha={alpha!r} must lie in [0, 100] (noise sigma / mean intensity)")
-    _check_rng(rng)
+    rng = _check_rng(rng, xp)
     sigma = alpha * a.mean(axis=(-2, -1), keepdims=True)
     z = xp.asarray(rng.normal(size=a.shape)).astype(a.dtype, copy=False)
     return a + sigma * z
@@ -78,7 +83,7 @@ def poisson_noise(image, counts: float, rng, *, reference: str = "max"):
         raise ValueError(f"counts={counts!r} must lie in (0, 1e12] photons")
     if reference not in ("max", "mean"):
         raise ValueError(f"reference={reference!r} must be 'max' or 'mean'")
-    _check_rng(rng)
+    rng = _check_rng(rng, xp)
     if bool((a < 0).any()):
         raise ValueError("image must be non-negative for Poisson noise (got negative intensities)")
     ref = a.max(axis=(-2, -1), keepdims=True) if reference == "max" else a.mean(axis=(-2, -1), keepdims=True)
