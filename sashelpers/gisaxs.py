@@ -91,9 +91,14 @@ def _check_positive(name: str, value, upper: float = math.inf) -> float:
 
 
 def _check_reps(reps) -> tuple[int, int, int]:
-    r = (reps,) * 3 if np.ndim(reps) == 0 else tuple(reps)
-    if len(r) != 3 or any(int(n) != n or not 1 <= n <= 100_000 for n in r):
-        raise ValueError(f"reps={reps!r} must be an integer or 3 integers in [1, 100000] (cells per lattice vector)")
+    msg = f"reps={reps!r} must be an integer or 3 integers in [1, 100000] (cells per lattice vector)"
+    try:
+        r = (reps,) * 3 if np.ndim(reps) == 0 else tuple(reps)
+        ok = len(r) == 3 and all(int(n) == n and 1 <= n <= 100_000 for n in r)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(msg)
     return tuple(int(n) for n in r)
 
 

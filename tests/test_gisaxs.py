@@ -216,6 +216,7 @@ def test_detector_geometry():
         (dict(radius_nm=8.0), "radius_nm"),  # overlapping spheres: FCC a=20 has NN 14.1 nm
         (dict(reps=0), "reps"),
         (dict(reps=(2, 2)), "reps"),
+        (dict(reps="a"), "reps"),
         (dict(alpha_i_deg=-0.1), "alpha_i_deg"),
         (dict(n_orient=0), "n_orient"),
         (dict(substrate="Cu"), "substrate"),
