@@ -1,0 +1,145 @@
+"""GISAXS kernel throughput: sashelpers.gisaxs.simulate (numpy, cupy) vs BornAgain 25.
+
+Run:  python benchmarks/bench_gisaxs.py
+Times are seconds per image (best of a few repeats, after one warm-up); images/s is printed too.
+BornAgain (optional: pip install --no-deps bornagain==25.0.0) simulates one orientation per
+run; an orientation-averaged image costs n_orient runs, which is how its time is counted.
+Where a BornAgain run would take minutes, it is timed for fewer orientations and scaled
+(marked "scaled" in the peer column).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from sashelpers import backend
+from sashelpers import gisaxs as g
+
+ALPHA_I_DEG = 0.2
+
+
+def _best(fn, repeat=3, sync=None):
+    fn()  # warm-up (imports, caches, cupy kernel compilation)
+    if sync:
+        sync()
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _ours(case, xp):
+    return lambda: g.simulate(case["class_name"], case["lattice_nm"], case["radius_nm"], case["reps"],
+                              ALPHA_I_DEG, case["grid"], angles_deg=case["angles"], xp=xp)
+
+
+def _bornagain_fcc100(case, angles):
+    """BornAgain time for the FCC[100] box mesocrystal of ``case`` over the given orientations."""
+    import bornagain as ba
+
+    a, R, (n1, n2, n3) = case["lattice_nm"], case["radius_nm"], case["reps"]
+    if n1 % 2 == 0 or n2 % 2 == 0:
+        raise ValueError(f"reps={case['reps']!r}: the BornAgain box needs odd in-plane cell counts")
+    au = ba.RefractiveMaterial("Au", (1.0, 0.84, 0.0), g.AU_DELTA_10KEV, g.AU_BETA_10KEV)
+    si = ba.RefractiveMaterial("Si", (0.5, 0.5, 0.5), g.SI_DELTA_10KEV, g.SI_BETA_10KEV)
+    grid = case["grid"]
+
+    def one(phi_deg):
+        comp = ba.Compound()
+        for b in ((0, 0, 0), (0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)):
+            p = ba.Particle(au, ba.Sphere(R))
+            p.translate(ba.R3(b[0] * a, b[1] * a, b[2] * a))
+            comp.addComponent(p)
+        lat = ba.Lattice3D(ba.R3(a, 0, 0), ba.R3(0, a, 0), ba.R3(0, 0, a))
+        # sites are symmetric about the box centre: odd n1, n2 put the box edges half a cell from any site
+        meso = ba.Mesocrystal(ba.Crystal(comp, lat), ba.Box(n1 * a, n2 * a, (n3 - 0.5) * a))
+        meso.rotate(ba.RotationZ(math.radians(phi_deg)))
+        top = ba.Layer(ba.Vacuum())
+        top.deposit2D(ba.Dilute2D(1e-4, meso))
+        sample = ba.Sample()
+        sample.addLayer(top)
+        sample.addLayer(ba.Layer(si))
+        tt, af = np.radians(grid.two_theta_f_deg), np.radians(grid.alpha_f_deg)
+        half_t, half_a = (tt[1] - tt[0]) / 2, (af[1] - af[0]) / 2
+        det = ba.SphericalDetector(tt.size, tt[0] - half_t, tt[-1] + half_t, af.size, af[0] - half_a, af[-1] + half_a)
+        sim = ba.ScatteringSimulation(ba.Beam(1.0, g.WAVELENGTH_10KEV_NM, math.radians(ALPHA_I_DEG)), sample, det)
+        sim.options().setUseAvgMaterials(False)
+        sim.options().setMesoReciprocalSum(False, 1.0)
+        sim.simulate()
+
+    one(angles[0])  # warm-up
+    t = time.perf_counter()
+    for phi in angles:
+        one(phi)
+    return time.perf_counter() - t
+
+
+def cases():
+    """Benchmark cases: spherical-detector grids so that BornAgain sees the same pixels."""
+    small = g.angle_grid(np.linspace(-1.5, 1.5, 41)[:-1] + 0.0375, np.linspace(0, 2, 41)[:-1] + 0.025)
+    big = g.angle_grid(np.linspace(-2.26, 2.26, 125), np.linspace(0.01, 2.26, 125))  # q_y, q_z ~ [-2, 2], [0, 2] nm^-1
+    return [
+        dict(name="DWBA FCC[100] 7x7x1 (196 spheres), 1 orientation", size="40x40", grid=small,
+             class_name="FCC[100]", lattice_nm=10.0, radius_nm=2.0, reps=(7, 7, 1), angles=[17.0],
+             peer_angles=[17.0]),
+        dict(name="DWBA FCC[100] 7x7x1 (196 spheres), 60 orientations", size="40x40", grid=small,
+             class_name="FCC[100]", lattice_nm=10.0, radius_nm=2.0, reps=(7, 7, 1),
+             angles=list(np.arange(60) * 1.5), peer_angles=list(np.arange(60) * 1.5)),
+        dict(name="DWBA FCC[100] 11x11x10 (4840 spheres), 60 orientations", size="125x125", grid=big,
+             class_name="FCC[100]", lattice_nm=20.0, radius_nm=5.0, reps=(11, 11, 10),
+             angles=list(np.arange(60) * 1.5), peer_angles=[0.0, 45.0]),
+        dict(name="DWBA FCC[111] 10x10x10, 60 orientations", size="125x125",
+             grid=g.q_grid(125, 125, (-2, 2), (0, 2)), class_name="FCC[111]", lattice_nm=20.0, radius_nm=5.0,
+             reps=(10, 10, 10), angles=list(np.arange(60) * 2.0), peer_angles=None),
+        dict(name="DWBA HCP[0001] 10x10x10, 60 orientations", size="256x256",
+             grid=g.q_grid(256, 256, (-2, 2), (0, 2)), class_name="HCP[0001]", lattice_nm=14.0, radius_nm=5.0,
+             reps=(10, 10, 10), angles=list(np.arange(60) * 1.0), peer_angles=None),
+    ]
+
+
+def rows():
+    """One dict per case: kernel, size, numpy_s, cupy_s (None without a GPU), peer, peer_s."""
+    out = []
+    have_cupy = backend.cupy_usable()
+    try:
+        import bornagain
+
+        ba_version = getattr(bornagain, "version_str", lambda: "?")
+        ba_version = ba_version() if callable(ba_version) else str(ba_version)
+    except ImportError:
+        bornagain = None
+    for case in cases():
+        row = {"kernel": case["name"], "size": case["size"]}
+        row["numpy_s"] = _best(_ours(case, np))
+        row["cupy_s"] = None
+        if have_cupy:
+            import cupy
+
+            row["cupy_s"] = _best(_ours(case, cupy), repeat=5, sync=cupy.cuda.Device().synchronize)
+        row["peer"], row["peer_s"] = None, None
+        if bornagain is not None and case["peer_angles"]:
+            t = _bornagain_fcc100(case, case["peer_angles"])
+            n = len(case["angles"])
+            scaled = len(case["peer_angles"]) != n
+            row["peer"] = f"BornAgain {ba_version}" + (f" (scaled from {len(case['peer_angles'])} orientations)" if scaled else "")
+            row["peer_s"] = t * n / len(case["peer_angles"])
+        out.append(row)
+    return out
+
+
+if __name__ == "__main__":
+    import os
+
+    print(f"# GISAXS benchmark ({os.cpu_count()} CPU cores, backend {backend.backend_name()})")
+    print(f"{'kernel':58s} {'size':8s} {'numpy s':>9s} {'img/s':>8s} {'cupy s':>9s} {'peer s':>10s}  peer")
+    for r in rows():
+        cu = f"{r['cupy_s']:9.4f}" if r["cupy_s"] is not None else f"{'-':>9s}"
+        pe = f"{r['peer_s']:10.3f}" if r["peer_s"] is not None else f"{'-':>10s}"
+        print(f"{r['kernel']:58s} {r['size']:8s} {r['numpy_s']:9.4f} {1 / r['numpy_s']:8.2f} {cu} {pe}  {r['peer'] or '-'}")
