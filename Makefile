@@ -14,13 +14,16 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: book test test-package test-notebooks book-check lab bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned install pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[book,dev]"
+	# BornAgain, the peer the GISAXS kernel is checked against; --no-deps skips vtk (566 MB),
+	# which it needs only for 3D views
+	$(BIN)/python -m pip install -q --no-deps bornagain==25.0.0
 	touch $@
 
 ## book: execute every notebook with papermill (PROFILE=quick|standard|paper) into _build/src,
