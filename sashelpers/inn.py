@@ -105,3 +105,223 @@ def interval_coverage(samples: np.ndarray, truth: np.ndarray, level: float = 0.9
     lo = np.quantile(samples, (1 - level) / 2, axis=1)
     hi = np.quantile(samples, (1 + level) / 2, axis=1)
     return ((truth >= lo) & (truth <= hi)).mean(axis=0)
+
+
+# --- study 1: shape classifier + one conditional INN per shape ------------------------------------
+
+_LOG_PARAMS = ("radius_nm", "length_nm")  # positive, broad: learned in log space
+
+
+class CurveFeatures:
+    """Standardised log-intensity features with training-set statistics, and a domain check.
+
+    The domain score is a Mahalanobis distance in the leading principal components plus the
+    residual outside them; the threshold is a high quantile of the training scores.
+    """
+
+    def __init__(self, log_i: np.ndarray, n_components: int = 12, quantile: float = 0.999):
+        log_i = np.asarray(log_i, dtype=np.float64)
+        self.mean = log_i.mean(axis=0)
+        self.std = log_i.std(axis=0) + 1e-6
+        z = (log_i - self.mean) / self.std
+        _, s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+        k = min(n_components, len(s))
+        self.components = vt[:k]
+        self.scales = s[:k] / np.sqrt(len(z))
+        scores = self.domain_score(log_i)
+        self.threshold = float(np.quantile(scores, quantile))
+
+    def __call__(self, log_i) -> np.ndarray:
+        return ((np.asarray(log_i, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def domain_score(self, log_i) -> np.ndarray:
+        z = (np.atleast_2d(np.asarray(log_i, dtype=np.float64)) - self.mean) / self.std
+        proj = z @ self.components.T
+        resid = z - proj @ self.components
+        return np.sqrt(((proj / self.scales) ** 2).sum(axis=1) + (resid**2).sum(axis=1))
+
+    def state(self) -> dict:
+        return {k: getattr(self, k).tolist() if hasattr(getattr(self, k), "tolist") else getattr(self, k)
+                for k in ("mean", "std", "components", "scales", "threshold")}
+
+
+class ParamTransform:
+    """Physical parameters <-> standardised network coordinates (log for radii and lengths).
+
+    Discrete parameters (``dequantize``: name -> spacing) get uniform jitter of one spacing
+    during training so that the flow models a density rather than spikes.
+    """
+
+    def __init__(self, names, values: np.ndarray, dequantize: dict | None = None):
+        self.names = tuple(names)
+        self.dequantize = dict(dequantize or {})
+        u = self._forward_raw(np.asarray(values, dtype=np.float64))
+        self.mean, self.std = u.mean(axis=0), u.std(axis=0) + 1e-9
+
+    def _forward_raw(self, v):
+        v = v.copy()
+        for j, name in enumerate(self.names):
+            if name in _LOG_PARAMS:
+                if np.any(v[:, j] <= 0):
+                    raise ValueError(f"{name} must be > 0 for the log transform")
+                v[:, j] = np.log(v[:, j])
+        return v
+
+    def forward(self, values, rng: np.random.Generator | None = None) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64).copy()
+        if rng is not None:
+            for j, name in enumerate(self.names):
+                if name in self.dequantize:
+                    v[:, j] += rng.uniform(-0.5, 0.5, len(v)) * self.dequantize[name]
+        return ((self._forward_raw(v) - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, u) -> np.ndarray:
+        v = np.asarray(u, dtype=np.float64) * self.std + self.mean
+        for j, name in enumerate(self.names):
+            if name in _LOG_PARAMS:
+                v[..., j] = np.exp(v[..., j])
+        return v
+
+    def state(self) -> dict:
+        return {"names": list(self.names), "dequantize": self.dequantize,
+                "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+class ShapeInverter:
+    """Shape classifier + one conditional INN per shape, on standardised log I over a fixed q grid.
+
+    ``predict(q_nm, intensity)`` returns shape probabilities and posterior samples of every
+    parameter of the most likely shape, with a domain score that flags curves unlike the
+    training set.
+    """
+
+    def __init__(self, q_nm, shapes, shape_params: dict, features: CurveFeatures,
+                 transforms: dict, *, hidden: int = 128, n_blocks: int = 6, seed: int = 0):
+        self.q_nm = np.asarray(q_nm, dtype=np.float64)
+        self.shapes = tuple(shapes)
+        self.shape_params = {s: tuple(shape_params[s]) for s in self.shapes}
+        self.features, self.transforms = features, transforms
+        self.arch = {"hidden": hidden, "n_blocks": n_blocks, "seed": seed}
+        torch.manual_seed(seed)
+        n_q = len(self.q_nm)
+        self.net = nn.ModuleDict({"classifier": mlp(n_q, len(self.shapes), hidden=2 * hidden, depth=2, dropout=0.1)})
+        for k, s in enumerate(self.shapes):
+            self.net[f"inn{k}"] = ConditionalINN(len(self.shape_params[s]), n_q, n_blocks=n_blocks,
+                                                 hidden=hidden, seed=seed + k)
+
+    # -- construction and training -------------------------------------------------------------
+    @classmethod
+    def from_training_data(cls, q_nm, log_i, shape_labels, params, shapes, shape_params: dict,
+                           param_names, dequantize: dict | None = None, **kwargs) -> "ShapeInverter":
+        """Fit the feature and parameter standardisation on training data and build the networks."""
+        features = CurveFeatures(log_i)
+        transforms = {}
+        for k, s in enumerate(shapes):
+            cols = [list(param_names).index(p) for p in shape_params[s]]
+            transforms[s] = ParamTransform(shape_params[s], params[shape_labels == k][:, cols],
+                                           {p: d for p, d in (dequantize or {}).items() if p in shape_params[s]})
+        return cls(q_nm, shapes, shape_params, features, transforms, **kwargs)
+
+    def fit(self, log_i, shape_labels, params, param_names, train_idx, val_idx, config, *,
+            device=None, seed: int = 0) -> dict:
+        """Train the classifier and each shape's INN with sashelpers.training.fit; return histories."""
+        from . import training
+
+        x = self.features(log_i)
+        labels = np.asarray(shape_labels, dtype=np.int64)
+        hist = {"classifier": training.fit(
+            self.net["classifier"], _cross_entropy, (x[train_idx], labels[train_idx]),
+            (x[val_idx], labels[val_idx]), config, device=device)}
+        rng = np.random.default_rng(seed)
+        for k, s in enumerate(self.shapes):
+            cols = [list(param_names).index(p) for p in self.shape_params[s]]
+            tr, va = train_idx[labels[train_idx] == k], val_idx[labels[val_idx] == k]
+            t = self.transforms[s]
+            hist[s] = training.fit(self.net[f"inn{k}"], nll_loss,
+                                   (t.forward(params[tr][:, cols], rng), x[tr]),
+                                   (t.forward(params[va][:, cols], rng), x[va]), config, device=device)
+        self.net.to("cpu")
+        return hist
+
+    # -- prediction ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def shape_probabilities(self, log_i) -> np.ndarray:
+        self.net.eval()
+        logits = self.net["classifier"](torch.from_numpy(self.features(np.atleast_2d(log_i))))
+        return torch.softmax(logits, dim=1).numpy()
+
+    @torch.no_grad()
+    def posterior_samples(self, log_i, shape: str, n_samples: int = 500, seed: int = 0) -> np.ndarray:
+        """Samples (n_curves, n_samples, n_params) of ``shape``'s parameters in physical units."""
+        k = self.shapes.index(shape)
+        y = torch.from_numpy(self.features(np.atleast_2d(log_i)))
+        u = self.net[f"inn{k}"].sample(y, n_samples, torch.Generator().manual_seed(seed)).numpy()
+        return self.transforms[shape].inverse(u)
+
+    def prepare_curve(self, q_nm, intensity) -> np.ndarray:
+        """Validate a measured curve and return log I on the model's q grid (interpolated in log-log)."""
+        from .io import validate_curve
+
+        q, i = np.asarray(q_nm, dtype=np.float64), np.asarray(intensity, dtype=np.float64)
+        validate_curve(q, i, name="curve", positive_intensity=True)
+        lo, hi = self.q_nm[0], self.q_nm[-1]
+        if q[0] > lo * (1 + 1e-9) or q[-1] < hi * (1 - 1e-9):
+            raise ValueError(f"the curve covers q in [{q[0]:.4g}, {q[-1]:.4g}] nm^-1 but the model needs "
+                             f"[{lo:.4g}, {hi:.4g}] nm^-1")
+        if len(q) == len(self.q_nm) and np.allclose(q, self.q_nm, rtol=1e-9):
+            return np.log(i)
+        return np.interp(np.log(self.q_nm), np.log(q), np.log(i))
+
+    def predict(self, q_nm, intensity, n_samples: int = 500, seed: int = 0) -> dict:
+        """Shape probabilities and posterior samples for one measured curve (I in cm^-1)."""
+        import warnings
+
+        log_i = self.prepare_curve(q_nm, intensity)
+        probs = self.shape_probabilities(log_i)[0]
+        shape = self.shapes[int(np.argmax(probs))]
+        samples = self.posterior_samples(log_i, shape, n_samples, seed)[0]
+        score = float(self.features.domain_score(log_i)[0])
+        in_domain = score <= self.features.threshold
+        if not in_domain:
+            warnings.warn(f"this curve lies outside the training domain (score {score:.1f} > "
+                          f"{self.features.threshold:.1f}): the prediction is an extrapolation", stacklevel=2)
+        return {"shape": shape, "shape_probabilities": dict(zip(self.shapes, probs.tolist())),
+                "samples": {p: samples[:, j] for j, p in enumerate(self.shape_params[shape])},
+                "domain_score": score, "in_domain": in_domain}
+
+    # -- persistence -----------------------------------------------------------------------------
+    def card(self) -> dict:
+        return {"kind": "ShapeInverter", "q_nm": self.q_nm.tolist(), "shapes": list(self.shapes),
+                "shape_params": {s: list(p) for s, p in self.shape_params.items()}, "arch": self.arch,
+                "features": self.features.state(), "transforms": {s: t.state() for s, t in self.transforms.items()}}
+
+    def save(self, path, extra: dict | None = None):
+        from .training import save_model
+
+        return save_model(path, self.net, {**self.card(), **(extra or {})})
+
+    @classmethod
+    def load(cls, path) -> "ShapeInverter":
+        import json
+        from pathlib import Path
+
+        from .training import load_model
+
+        card = json.loads(Path(path).with_suffix(".json").read_text())
+        features = CurveFeatures.__new__(CurveFeatures)
+        for k, v in card["features"].items():
+            setattr(features, k, np.asarray(v) if isinstance(v, list) else v)
+        transforms = {}
+        for s, st in card["transforms"].items():
+            t = ParamTransform.__new__(ParamTransform)
+            t.names, t.dequantize = tuple(st["names"]), st["dequantize"]
+            t.mean, t.std = np.asarray(st["mean"]), np.asarray(st["std"])
+            transforms[s] = t
+        obj = cls(card["q_nm"], card["shapes"], card["shape_params"], features, transforms, **card["arch"])
+        load_model(path, obj.net)
+        return obj
+
+
+def _cross_entropy(model, batch):
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)

@@ -1,0 +1,91 @@
+"""ShapeInverter on a small two-shape problem: classification, posterior, bad input, save/load."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from sashelpers import inn, training
+from sashelpers.scatterers import sasmodels_intensity
+
+Q = np.geomspace(0.1, 3.0, 48)
+NAMES = ("radius_nm", "radius_pd", "length_nm")
+
+
+def make(n, seed):
+    rng = np.random.default_rng(seed)
+    log_i, labels, params = [], [], []
+    for i in range(n):
+        shape = i % 2
+        r = rng.uniform(1.0, 4.0)
+        if shape == 0:
+            pd = rng.uniform(0.02, 0.2)
+            curve = sasmodels_intensity("sphere", Q, radius_nm=r, radius_pd=pd, radius_pd_n=15, sld=1,
+                                        sld_solvent=0, background=0)
+            params.append((r, pd, np.nan))
+        else:
+            length = rng.uniform(8, 20)
+            curve = sasmodels_intensity("cylinder", Q, radius_nm=r, length_nm=length, sld=1, sld_solvent=0,
+                                        background=0)
+            params.append((r, np.nan, length))
+        log_i.append(np.log(curve * rng.normal(1, 0.05, len(Q)).clip(0.5)))
+        labels.append(shape)
+    return np.array(log_i, np.float32), np.array(labels), np.array(params)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    log_i, labels, params = make(600, 0)
+    shapes = ("sphere", "cylinder")
+    shape_params = {"sphere": ("radius_nm", "radius_pd"), "cylinder": ("radius_nm", "length_nm")}
+    model = inn.ShapeInverter.from_training_data(Q, log_i, labels, params, shapes, shape_params, NAMES,
+                                                 hidden=48, n_blocks=3)
+    idx = np.random.default_rng(1).permutation(len(labels))
+    cfg = training.TrainConfig(epochs=25, batch_size=64, lr=2e-3, patience=6, progress=False)
+    model.fit(log_i, labels, params, NAMES, idx[:500], idx[500:], cfg, device="cpu")
+    return model
+
+
+def test_classifies_and_recovers_radius(fitted):
+    log_i, labels, params = make(100, 5)
+    probs = fitted.shape_probabilities(log_i)
+    assert (probs.argmax(axis=1) == labels).mean() > 0.9
+    spheres = labels == 0
+    samples = fitted.posterior_samples(log_i[spheres], "sphere", 200)
+    mae = np.abs(np.median(samples[:, :, 0], axis=1) - params[spheres, 0]).mean()
+    assert mae < 0.3  # radii span 1-4 nm: a mean guess would miss by 0.75 nm
+
+
+def test_predict_interpolates_and_rejects_bad_curves(fitted):
+    q_fine = np.geomspace(0.05, 4.0, 200)
+    curve = sasmodels_intensity("sphere", q_fine, radius_nm=2.5, radius_pd=0.1, radius_pd_n=15, sld=1,
+                                sld_solvent=0, background=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = fitted.predict(q_fine, curve, n_samples=100)
+    lo, hi = np.quantile(out["samples"]["radius_nm"], [0.025, 0.975])
+    assert out["shape"] == "sphere" and lo < 2.5 < hi and hi - lo < 2.0  # prior width is 3 nm
+    with pytest.raises(ValueError, match="q has 200 points but I has 199"):
+        fitted.predict(q_fine, curve[:-1])
+    with pytest.raises(ValueError, match="non-finite"):
+        fitted.predict(q_fine, np.where(q_fine > 1, np.nan, curve))
+    with pytest.raises(ValueError, match="positive"):
+        fitted.predict(q_fine, -curve)
+    with pytest.raises(ValueError, match="model needs"):
+        fitted.predict(q_fine[q_fine < 2], curve[q_fine < 2])
+
+
+def test_far_outside_the_prior_is_flagged(fitted):
+    big = sasmodels_intensity("sphere", Q, radius_nm=15.0, sld=1, sld_solvent=0, background=0)
+    with pytest.warns(UserWarning, match="outside the training domain"):
+        out = fitted.predict(Q, big, n_samples=50)
+    assert not out["in_domain"]
+
+
+def test_save_and_load_give_the_same_predictions(fitted, tmp_path):
+    fitted.save(tmp_path / "inv")
+    again = inn.ShapeInverter.load(tmp_path / "inv")
+    log_i, _, _ = make(10, 9)
+    np.testing.assert_allclose(again.shape_probabilities(log_i), fitted.shape_probabilities(log_i), rtol=1e-5)
+    np.testing.assert_allclose(again.posterior_samples(log_i, "cylinder", 20, seed=3),
+                               fitted.posterior_samples(log_i, "cylinder", 20, seed=3), rtol=1e-4)
