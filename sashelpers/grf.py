@@ -166,12 +166,17 @@ def white_noise_half_spectrum(n: int, rng, *, xp=None):
 
 
 def _apply_sqrt_spectral_density(spec, n: int, voxel_nm: float, a_nm: float, xp):
-    """spec *= sqrt(S(|q|)) = 1 / (1 + (a^2 q^2)^4), in place, float32 temporaries only."""
+    """spec *= sqrt(S(|q|)) = 1 / (1 + (a^2 q^2)^4), in place, float32 temporaries only.
+
+    (A complex64 /= float32 promotes to a complex division, ~5x slower than taking the
+    reciprocal of the real factor once and multiplying.)
+    """
     t = _q2_half(n, float(voxel_nm), _backend_name(xp)) * xp.float32(a_nm * a_nm)
     t *= t
     t *= t
     t += xp.float32(1.0)
-    spec /= t
+    xp.reciprocal(t, out=t)
+    spec *= t
     return spec
 
 
@@ -203,60 +208,69 @@ def gaussian_field(n: int, voxel_nm: float, a_nm: float, rng, *, xp=None, noise_
         spec = fft.rfftn(w, **kw)
         del w
     _apply_sqrt_spectral_density(spec, n, voxel_nm, a_nm, xp)
-    if xp is np:
-        kw["overwrite_x"] = True
-    return fft.irfftn(spec, s=(n, n, n), **kw)
+    return fft.irfftn(spec, s=(n, n, n), **kw)  # (overwrite_x=True measured slower for c2r)
 
 
 # --- exact quantile thresholds ------------------------------------------------------------------
 
-def _kth_smallest(flat, k: int, xp):
-    """The k-th smallest value (0-based) of a 1D array, exactly.
+def _kth_smallest(flat, ks, xp):
+    """The k-th smallest values (0-based ranks ``ks``, an int or a sequence) of a 1D array, exactly.
 
-    A strided sample brackets the answer; one pass counts the values below the bracket, a
+    A strided sample brackets each answer; one pass counts the values below the bracket, a
     second extracts the few inside it, and a partition of those gives the exact order
-    statistic. Falls back to a full partition when the bracket misses (never wrong, only slower).
+    statistic. Falls back to a full partition when a bracket misses (never wrong, only slower).
+    The sorted sample is shared between ranks. Cost at 128^3: ~3 ms vs ~17 ms for np.partition.
     """
+    single = np.ndim(ks) == 0
+    ks = [int(k) for k in np.atleast_1d(ks)]
     size = flat.size
     if size <= 1 << 16:
-        return xp.partition(flat, k)[k]
+        part = xp.partition(flat, ks)
+        out = [part[k] for k in ks]
+        return out[0] if single else out
     step = max(1, size // (1 << 15)) | 1  # odd stride
     sample = xp.sort(flat[::step])
     m = sample.size
-    j = k / size * m
-    d = 8.0 * math.sqrt(max(j * (1 - j / m), 1.0)) + 64  # generous: neighbours are correlated
-    lo = sample[max(int(j - d), 0)]
-    hi = sample[min(int(j + d), m - 1)]
-    below = int(xp.count_nonzero(flat < lo))
-    inside = flat[(flat >= lo) & (flat <= hi)]
-    r = k - below
-    if 0 <= r < inside.size:
-        return xp.partition(inside, r)[r]
-    return xp.partition(flat, k)[k]
+    out = []
+    for k in ks:
+        j = k / size * m
+        d = 8.0 * math.sqrt(max(j * (1 - j / m), 1.0)) + 64  # generous: neighbours are correlated
+        lo = sample[max(int(j - d), 0)]
+        hi = sample[min(int(j + d), m - 1)]
+        below = int(xp.count_nonzero(flat < lo))
+        inside = flat[(flat >= lo) & (flat <= hi)]
+        r = k - below
+        out.append(xp.partition(inside, r)[r] if 0 <= r < inside.size else xp.partition(flat, k)[k])
+    return out[0] if single else out
 
 
-def _rank_mask(field, count: int, xp, out=None):
-    """Boolean mask that is True on exactly ``count`` voxels: all but the ``size - count``
-    smallest values. Ties at the threshold are resolved in memory order.
+def _rank_masks(field, counts, xp):
+    """Boolean masks, one per entry of ``counts``, True on exactly ``count`` voxels: all but the
+    ``size - count`` smallest values. Ties at a threshold are resolved in memory order.
     """
     flat = field.reshape(-1)
     size = flat.size
-    n_low = size - count
-    if out is None:
-        out = xp.empty(field.shape, dtype=bool)
-    if n_low <= 0:
-        out.fill(True)
-        return out
-    if n_low >= size:
-        out.fill(False)
-        return out
-    t = _kth_smallest(flat, n_low - 1, xp)
-    xp.greater(field, t, out=out)
-    n_high = int(xp.count_nonzero(out))
-    if n_high != count:  # ties at t: promote the first (count - n_high) of them to "high"
-        ties = xp.flatnonzero(flat == t)
-        out.reshape(-1)[ties[: count - n_high]] = True
-    return out
+    inner = [c for c in counts if 0 < c < size]
+    thresholds = dict(zip(inner, _kth_smallest(flat, [size - c - 1 for c in inner], xp))) if inner else {}
+    masks = []
+    for count in counts:
+        mask = xp.empty(field.shape, dtype=bool)
+        if count not in thresholds:
+            mask.fill(count >= size)
+        else:
+            t = thresholds[count]
+            xp.greater(field, t, out=mask)
+            n_high = int(xp.count_nonzero(mask))
+            if n_high != count:  # ties at t: promote the first (count - n_high) of them to "high"
+                ties = xp.flatnonzero(flat == t)
+                mask.reshape(-1)[ties[: count - n_high]] = True
+        masks.append(mask)
+    return masks
+
+
+def _rank_mask(field, count: int, xp):
+    """The single-mask form of ``_rank_masks``."""
+    return _rank_masks(field, [count], xp)[0]
 
 
 def _phase_counts(n_vox: int, porosity: float, nu: float | None):
@@ -278,8 +292,7 @@ def smooth_periodic(field, sigma_voxels: float = SMOOTH_SIGMA_VOXELS, *, overwri
         kw["overwrite_x"] = overwrite
     spec = fft.rfftn(field.astype(xp.float32, copy=False), **kw)
     spec *= _smoothing_half(n, float(sigma_voxels), _backend_name(xp))
-    if xp is np:
-        kw["overwrite_x"] = True
+    kw.pop("overwrite_x", None)
     return fft.irfftn(spec, s=field.shape, **kw)
 
 
@@ -314,11 +327,10 @@ def microstructure(field, porosity: float, nu: float | None = None, *, overwrite
     del g
     n_vox = s.size
     n_pore, n_pore_total = _phase_counts(n_vox, porosity, nu)
-    solid = _rank_mask(s, n_vox - n_pore_total, xp)
     if nu is None:
-        s[...] = solid
+        s[...] = _rank_mask(s, n_vox - n_pore_total, xp)
         return s
-    not_pore = _rank_mask(s, n_vox - n_pore, xp)
+    solid, not_pore = _rank_masks(s, [n_vox - n_pore_total, n_vox - n_pore], xp)
     s.fill(0)
     xp.copyto(s, xp.float32(DENSITIES[1]), where=not_pore)
     xp.copyto(s, xp.float32(DENSITIES[2]), where=solid)
