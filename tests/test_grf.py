@@ -86,7 +86,9 @@ def test_same_seed_same_data_different_seed_different_data():
 
 @pytest.mark.parametrize("eps", [0.1, 0.3, 0.5, 0.77, 0.9])
 def test_two_phase_porosity_is_exact(field64, eps):
+    before = grf._KTH_FALLBACKS[0]
     rho = grf.two_phase(field64, eps)
+    assert grf._KTH_FALLBACKS[0] == before  # the fast sampled-bracket selection was used
     assert rho.dtype == np.float32
     assert set(np.unique(rho)) == {0.0, 1.0}
     assert np.count_nonzero(rho == 0) == round(eps * 64**3)
