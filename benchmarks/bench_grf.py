@@ -75,7 +75,7 @@ def peer_sample(params: dict, n: int, voxel_nm: float, q_nm, rng) -> np.ndarray:
 
 def _ours(params, n, q, rng, xp):
     rho = grf.structure(params, n, VOXEL_NM, rng, xp=xp)
-    curve = saxs.saxs_curve(rho, VOXEL_NM, q if xp is np else xp.asarray(q))
+    curve = saxs.saxs_curve(rho, VOXEL_NM, q)  # q stays a host array; the curve is on xp
     if xp is not np:
         xp.cuda.Stream.null.synchronize()
     return curve

@@ -43,7 +43,7 @@ import math
 import numpy as np
 
 from . import saxs
-from .backend import array_module, fft_module
+from .backend import array_module, fft_module, get_array_module, to_numpy
 from .datasets import sample_rng
 
 DENSITIES = (0.0, 0.65, 1.0)  # pore, layer, solid
@@ -307,8 +307,6 @@ def _phase_counts(n_vox: int, porosity: float, nu: float | None):
 
 def smooth_periodic(field, sigma_voxels: float = SMOOTH_SIGMA_VOXELS, *, overwrite: bool = False):
     """Periodic Gaussian smoothing (sigma in voxels) by a multiplication in Fourier space (float32)."""
-    from .backend import get_array_module
-
     xp = get_array_module(field)
     n = field.shape[0]
     fft = fft_module(xp)
@@ -339,8 +337,6 @@ def microstructure(field, porosity: float, nu: float | None = None, *, overwrite
     round(eps N^3)/N^3 minus that, solid the rest (exact counts). ``overwrite`` lets the
     function reuse the field's memory.
     """
-    from .backend import get_array_module
-
     porosity = _check_porosity(porosity)
     if nu is not None:
         nu = _check_nu(nu)
@@ -446,8 +442,6 @@ def saxs_sample(params: dict, n: int, voxel_nm: float, q_nm, rng, *, noise: bool
     log-uniformly when None and noise is on; NaN without noise), 'invariant' (windowed, of the
     observed curve) and 'features' (log10(I_obs / Q_obs)); 'rho' too with ``return_structure``.
     """
-    from .backend import to_numpy
-
     rng = _check_rng(rng)
     _check_params(params)
     saxs._check_grid(n, voxel_nm)
