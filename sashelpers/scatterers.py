@@ -373,7 +373,7 @@ _J1_SERIES = _j1_series_coeffs()
 _J1_ASYM = _j1_asymptotic_coeffs()
 _J1_ASYM_P = [c * (-1) ** j for j, c in enumerate(_J1_ASYM[0::2])]  # P(x) in powers of 1/x^2
 _J1_ASYM_Q = [c * (-1) ** j for j, c in enumerate(_J1_ASYM[1::2])]  # Q(x) x in powers of 1/x^2
-_SPH_CUT, _HS_CUT, _J1_CUT = 1.0, 2.0, 12.0
+_SPH_CUT, _HS_CUT, _HS_CUT32, _J1_CUT = 1.0, 1.0, 2.0, 12.0
 
 
 def _horner(y, coeffs):
@@ -406,10 +406,10 @@ def _two_j1_over_x(x):
         return torch.where(x < 1e-3, 1.0 - x * x / 8.0, 2.0 * torch.special.bessel_j1(xs) / xs)
     small = x < _J1_CUT
     if bool(small.all()):
-        return _horner(x * x * 0.25, _J1_SERIES)
+        return _horner(x * x * 0.25, _j1_terms(x))
     out = torch.empty_like(x)
     xs = x[small]
-    out[small] = _horner(xs * xs * 0.25, _J1_SERIES)
+    out[small] = _horner(xs * xs * 0.25, _j1_terms(xs))
     xb = x[~small]
     inv2 = 1.0 / (xb * xb)
     p = _horner(inv2, _J1_ASYM_P)
@@ -418,6 +418,15 @@ def _two_j1_over_x(x):
     j1 = torch.sqrt(2.0 / (np.pi * xb)) * (p * torch.cos(w) - qq * torch.sin(w))
     out[~small] = 2.0 * j1 / xb
     return out
+
+
+def _j1_terms(x) -> list[float]:
+    """The series coefficients of 2 J1(x)/x needed for |x| <= max(x): terms below 1e-17 dropped."""
+    y = 0.25 * float(x.max()) ** 2 if x.numel() else 0.0
+    for k, c in enumerate(_J1_SERIES):
+        if abs(c) * y ** k < 1e-17 and k >= 2:
+            return _J1_SERIES[:k]
+    return _J1_SERIES
 
 
 def _sinx_x(y):
@@ -437,7 +446,8 @@ def _hardsphere_sq(x, phi):
     series = torch.zeros_like(x)
     for ca, cb, cg in reversed(_HS_SERIES):
         series = series * x2 + (ca * a + cb * b + cg * g)
-    small = x < _HS_CUT
+    # series to x^12: error 1e-13 at x = 1, 2e-9 at x = 2; the closed form loses ~eps/x^6
+    small = x < (_HS_CUT if x.dtype == torch.float64 else _HS_CUT32)
     xs = torch.where(small, torch.ones_like(x), x)
     s, c = torch.sin(xs), torch.cos(xs)
     xs2 = xs * xs
