@@ -266,10 +266,20 @@ def curves_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
     if engine == "sasmodels":
         clean = sasmodels_curves(shape, q, cols, settings)
     elif engine == "torch":
+        import multiprocessing
+
         import torch
 
+        device = None
+        if multiprocessing.parent_process() is not None:
+            # a worker forked from a process that already ran torch ops hangs in the OpenMP pool;
+            # one intra-op thread per worker avoids that and the oversubscription of cores.
+            # CUDA cannot be used in a forked child: workers compute on the CPU.
+            torch.set_num_threads(1)
+            device = "cpu"
         s = dict(CURVE_SETTINGS, **settings)
-        clean = torch_intensity(shape, q, cols, dtype=torch.float64, pd_n=int(s["pd_n"]),
+        clean = torch_intensity(shape, q, cols, dtype=torch.float64, device=device,
+                                pd_n=int(s["pd_n"]),
                                 nsigma=float(s["pd_nsigma"]), sld=s["sld"],
                                 sld_solvent=s["sld_solvent"], scale=s["scale"],
                                 background=s["background"]).cpu().numpy()
@@ -390,10 +400,13 @@ def _sphere_amplitude(x):
     """3 j1(x)/x = 3 (sin x - x cos x)/x^3, series below x = 1 (cancellation)."""
     import torch
 
+    out = torch.addcmul(torch.sin(x), x, torch.cos(x), value=-1.0)
+    out.mul_(3.0).div_(x * x * x)                  # nan at x = 0: replaced below
     small = x < _SPH_CUT
-    xs = torch.where(small, torch.ones_like(x), x)
-    direct = 3.0 * (torch.sin(xs) - xs * torch.cos(xs)) / (xs * xs * xs)
-    return torch.where(small, _horner(x * x, _SPH_SERIES), direct)
+    xs = x[small]
+    if xs.numel():
+        out[small] = _horner(xs * xs, _SPH_SERIES)
+    return out
 
 
 def _two_j1_over_x(x):
