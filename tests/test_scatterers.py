@@ -152,7 +152,7 @@ def test_torch_matches_sasmodels_on_prior_draws(shape):
     assert rel.max() <= 1e-5, rel.max()
     got32 = sc.torch_intensity(shape, Q, p, device="cpu", dtype=torch.float32)
     assert got32.dtype == torch.float32
-    assert np.abs(got32.double().numpy() / ref - 1).max() <= 2e-5
+    assert np.abs(got32.double().numpy() / ref - 1).max() <= 1e-4  # typically 2e-6, up to 1.2e-5
 
 
 def test_torch_reference_values():
