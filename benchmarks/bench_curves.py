@@ -37,7 +37,18 @@ def _best_of(fn, repeat: int = 3, sync=None) -> float:
     return best
 
 
-def rows(shapes=sc.SHAPES, batch: int = BATCH) -> list[dict]:
+def rows(shapes=sc.SHAPES, batch: int = BATCH, threads: int | None = None) -> list[dict]:
+    """One row per shape and torch dtype; ``threads`` sets torch's CPU threads for the run."""
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _rows(shapes, batch)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _rows(shapes, batch: int) -> list[dict]:
     q = sc.default_q_nm()
     out = []
     cuda = torch.cuda.is_available()
@@ -57,7 +68,7 @@ def rows(shapes=sc.SHAPES, batch: int = BATCH) -> list[dict]:
                                   sync=torch.cuda.synchronize) / batch
             out.append({
                 "kernel": f"study-1 I(q) {shape} (torch {name}, pd 35)",
-                "size": f"256 q, per curve (batch {batch})",
+                "size": f"256 q, per curve (batch {batch}, {torch.get_num_threads()} threads)",
                 "numpy_s": cpu_s,
                 "cupy_s": cuda_s,
                 "peer": f"sasmodels 1.1.0 C kernel, loop of {n_peer}",
@@ -70,9 +81,12 @@ def rows(shapes=sc.SHAPES, batch: int = BATCH) -> list[dict]:
 
 
 if __name__ == "__main__":
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    import sys
+
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else None
+    print(f"torch {torch.__version__}, {threads or torch.get_num_threads()} threads, "
           f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'}")
-    for r in rows():
+    for r in rows(threads=threads):
         cuda = "" if r["cupy_s"] is None else f", CUDA {1 / r['cupy_s']:.0f} curves/s"
         print(f"{r['kernel']}: torch CPU {r['curves_per_s']:.1f} curves/s{cuda}; sasmodels "
               f"{r['peer_curves_per_s']:.1f} curves/s; speed-up {r['peer_s'] / r['numpy_s']:.1f}x; "

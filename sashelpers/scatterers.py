@@ -288,6 +288,8 @@ def curves_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
             torch.set_num_threads(1)
             device = "cpu"
         s = dict(CURVE_SETTINGS, **settings)
+        if s["pd_type"] != "gaussian":
+            raise ValueError(f"pd_type={s['pd_type']!r}: engine='torch' supports 'gaussian' only")
         clean = torch_intensity(shape, q, cols, dtype=torch.float64, device=device,
                                 pd_n=int(s["pd_n"]),
                                 nsigma=float(s["pd_nsigma"]), sld=s["sld"],
