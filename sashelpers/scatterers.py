@@ -310,6 +310,10 @@ def make_dataset(shapes=SHAPES, n_per_shape: int = 5000, seed: int = 0, q_nm=Non
     Returns {"log_i": (N, n_q) float32, "params": (N, len(PARAM_NAMES)) float32,
     "shape": (N,) int labels into SHAPES, "q_nm": (n_q,)}, shapes concatenated in the order given.
     ``settings`` override CURVE_SETTINGS (e.g. noise=0.05, background=0.001).
+    engine="sasmodels" (default) loops sasmodels' C kernel: ~0.3 s per polydisperse cylinder
+    curve on one core (5000 cylinders ~ 12 min with 2 workers). engine="torch" computes the same
+    clean curves with ``torch_intensity`` (float64, within 1e-9 of sasmodels, same parameters and
+    noise draws) about 10-30x faster for cylinders; spheres are as fast either way.
     """
     from . import datasets
 
