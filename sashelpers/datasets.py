@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -143,7 +144,8 @@ def generate(
                 _run_chunk(generator, config, seed, *ranges[i], paths[i])
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # spawn, not fork: a forked child of a process that has used torch (or CUDA) can hang
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [pool.submit(_run_chunk, generator, config, seed, *ranges[i], paths[i]) for i in todo]
                 for f in futures:
                     f.result()

@@ -325,3 +325,51 @@ class ShapeInverter:
 def _cross_entropy(model, batch):
     x, y = batch
     return nn.functional.cross_entropy(model(x), y)
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, n_samples: int = 300,
+             level: float = 0.9, seed: int = 0) -> dict:
+    """Shape accuracy and confusion matrix; per shape and parameter the MAE of the posterior
+    median and the coverage of the central ``level`` interval (posterior of the TRUE shape, so
+    that regression quality is measured separately from classification)."""
+    labels = np.asarray(shape_labels)
+    probs = model.shape_probabilities(log_i)
+    pred = probs.argmax(axis=1)
+    k = len(model.shapes)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (labels, pred), 1)
+    out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(),
+           "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
+    for j, s in enumerate(model.shapes):
+        sel = labels == j
+        if not sel.any():
+            continue
+        cols = [list(param_names).index(p) for p in model.shape_params[s]]
+        samples = model.posterior_samples(log_i[sel], s, n_samples, seed)
+        truth = params[sel][:, cols]
+        med = np.median(samples, axis=1)
+        cover = interval_coverage(samples, truth, level)
+        out["median"][s] = med
+        out["samples_sd"][s] = samples.std(axis=1)
+        out["mae"][s] = {p: float(np.abs(med[:, i] - truth[:, i]).mean()) for i, p in enumerate(model.shape_params[s])}
+        out["coverage"][s] = {p: float(cover[i]) for i, p in enumerate(model.shape_params[s])}
+    return out
+
+
+def baseline_xgboost(features_train, params_train, features_test, *, n_estimators: int = 400, seed: int = 0,
+                     device: str | None = None) -> np.ndarray:
+    """A plain point regressor for comparison: one XGBoost model per parameter column."""
+    import xgboost as xgb
+
+    from .backend import xgboost_device
+
+    preds = []
+    for j in range(params_train.shape[1]):
+        reg = xgb.XGBRegressor(n_estimators=n_estimators, learning_rate=0.05, max_depth=6, subsample=0.8,
+                               colsample_bytree=0.5, tree_method="hist", random_state=seed,
+                               device=device or xgboost_device(), n_jobs=-1)
+        reg.fit(features_train, params_train[:, j])
+        preds.append(reg.predict(features_test))
+    return np.stack(preds, axis=1)

@@ -62,3 +62,39 @@ def unit_tex(unit: str) -> str:
     import re
 
     return re.sub(r"\^\{?(-?\d+)\}?", r"$^{\1}$", unit)
+
+
+def confusion_plot(confusion, labels, ax=None, title: str = "confusion matrix"):
+    """Row-normalised confusion matrix (rows: true class) with counts written in the cells."""
+    import numpy as np
+
+    cm = np.asarray(confusion, dtype=float)
+    frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 1.0 * len(labels) + 1.5))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if frac[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.grid(False)
+    return ax
+
+
+def pred_vs_true(ax, truth, pred, *, label: str, unit: str = "", err=None):
+    """Scatter of predicted vs true values with the identity line and the MAE in the title."""
+    import numpy as np
+
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    if err is not None:
+        ax.errorbar(truth, pred, yerr=err, fmt="none", ecolor="0.75", elinewidth=0.5, zorder=1)
+    ax.plot(truth, pred, ".", ms=2.5, alpha=0.6, zorder=2)
+    lo, hi = np.nanmin([truth.min(), pred.min()]), np.nanmax([truth.max(), pred.max()])
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    u = f" ({unit})" if unit else ""
+    ax.set(xlabel=f"true {label}{u}", ylabel=f"predicted {label}{u}",
+           title=f"{label}: MAE {np.abs(pred - truth).mean():.3g}{' ' + unit if unit else ''}")
+    return ax
