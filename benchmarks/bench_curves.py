@@ -12,29 +12,15 @@ in the same run. ``python benchmarks/bench_curves.py`` prints the rows.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
+from common import best_of
 from sashelpers import scatterers as sc
 
 BATCH = 256                      # curves per torch call
 PEER_N = {"sphere": 64, "sphere@hardsphere": 64, "cylinder": 8}  # curves per sasmodels loop
-
-
-def _best_of(fn, repeat: int = 3, sync=None) -> float:
-    fn()
-    if sync:
-        sync()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def rows(shapes=sc.SHAPES, batch: int = BATCH, threads: int | None = None) -> list[dict]:
@@ -57,14 +43,14 @@ def _rows(shapes, batch: int) -> list[dict]:
         n_peer = PEER_N.get(shape, 8)
         p_peer = {k: v[:n_peer] for k, v in p.items()}
         ref = sc.sasmodels_curves(shape, q, p_peer)
-        peer_s = _best_of(lambda: sc.sasmodels_curves(shape, q, p_peer), repeat=2) / n_peer
+        peer_s = best_of(lambda: sc.sasmodels_curves(shape, q, p_peer), repeat=2) / n_peer
         for dtype in (torch.float64, torch.float32):
             name = "f64" if dtype == torch.float64 else "f32"
             ours = sc.torch_intensity(shape, q, p_peer, dtype=dtype, device="cpu").double().numpy()
-            cpu_s = _best_of(lambda: sc.torch_intensity(shape, q, p, dtype=dtype, device="cpu")) / batch
+            cpu_s = best_of(lambda: sc.torch_intensity(shape, q, p, dtype=dtype, device="cpu")) / batch
             cuda_s = None
             if cuda:
-                cuda_s = _best_of(lambda: sc.torch_intensity(shape, q, p, dtype=dtype, device="cuda"),
+                cuda_s = best_of(lambda: sc.torch_intensity(shape, q, p, dtype=dtype, device="cuda"),
                                   sync=torch.cuda.synchronize) / batch
             out.append({
                 "kernel": f"study-1 I(q) {shape} (torch {name}, pd 35)",

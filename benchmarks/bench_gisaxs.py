@@ -15,24 +15,11 @@ import time
 
 import numpy as np
 
+from common import best_of
 from sashelpers import backend
 from sashelpers import gisaxs as g
 
 ALPHA_I_DEG = 0.2
-
-
-def _best(fn, repeat=3, sync=None):
-    fn()  # warm-up (imports, caches, cupy kernel compilation)
-    if sync:
-        sync()
-    best = math.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _ours(case, xp):
@@ -117,12 +104,12 @@ def rows():
         bornagain = None
     for case in cases():
         row = {"kernel": case["name"], "size": case["size"]}
-        row["numpy_s"] = _best(_ours(case, np))
+        row["numpy_s"] = best_of(_ours(case, np))
         row["cupy_s"] = None
         if have_cupy:
             import cupy
 
-            row["cupy_s"] = _best(_ours(case, cupy), repeat=5, sync=cupy.cuda.Device().synchronize)
+            row["cupy_s"] = best_of(_ours(case, cupy), repeat=5, sync=cupy.cuda.Device().synchronize)
         row["peer"], row["peer_s"] = None, None
         if bornagain is not None and case["peer_angles"]:
             t = _bornagain_fcc100(case, case["peer_angles"])
