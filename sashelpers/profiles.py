@@ -22,6 +22,19 @@ SIZES: dict[str, dict[str, dict]] = {
         "standard": {"n": 160, "voxel_nm": 0.4, "radius_nm": 8.0, "n_q": 250, "bar_max_rel_dev": 0.004},
         "paper": {"n": 256, "voxel_nm": 0.25, "radius_nm": 8.0, "n_q": 400, "bar_max_rel_dev": 0.002},
     },
+    # Study 1: curves per shape, network size, training length; bars for shape accuracy, sphere
+    # radius MAE (nm) and the range every parameter's 90 % interval coverage must fall in.
+    "01_inn_analytic_scatterers": {
+        "quick": {"n_per_shape": 600, "seed": 0, "hidden": 64, "n_blocks": 4, "epochs": 15, "patience": 5,
+                  "n_samples": 100, "baseline_trees": 100,
+                  "bar_accuracy": 0.8, "bar_sphere_radius_mae_nm": 0.6, "bar_coverage": (0.5, 1.0)},
+        "standard": {"n_per_shape": 5000, "seed": 0, "hidden": 128, "n_blocks": 6, "epochs": 60, "patience": 10,
+                     "n_samples": 300, "baseline_trees": 400,
+                     "bar_accuracy": 0.95, "bar_sphere_radius_mae_nm": 0.3, "bar_coverage": (0.8, 0.97)},
+        "paper": {"n_per_shape": 5000, "seed": 0, "hidden": 256, "n_blocks": 8, "epochs": 200, "patience": 20,
+                  "n_samples": 1000, "baseline_trees": 1000,
+                  "bar_accuracy": 0.99, "bar_sphere_radius_mae_nm": 0.2, "bar_coverage": (0.85, 0.95)},
+    },
 }
 
 
