@@ -22,6 +22,21 @@ SIZES: dict[str, dict[str, dict]] = {
         "standard": {"n": 160, "voxel_nm": 0.4, "radius_nm": 8.0, "n_q": 250, "bar_max_rel_dev": 0.004},
         "paper": {"n": 256, "voxel_nm": 0.25, "radius_nm": 8.0, "n_q": 400, "bar_max_rel_dev": 0.002},
     },
+    # Study 3 (Liu et al.): 7 superlattice classes from GISAXS images (gisaxs.dataset_chunk).
+    # image_size^2 images simulated on a supersample^2 finer grid with n_orient grains; n_train
+    # (last 10 % validation) and n_test images, balanced over the classes; the bar is on the
+    # clean test accuracy (chance is 1/7 = 0.143).
+    "03_gisaxs_cnn_noise": {
+        "quick": {"image_size": 32, "supersample": 2, "n_orient": 30, "n_train": 1400, "n_test": 350,
+                  "chunk_size": 50, "seed": 3, "net": "small", "width": 16, "hidden": 64, "dropout": 0.25,
+                  "epochs": 20, "batch_size": 64, "lr": 2e-3, "patience": 6, "bar_accuracy": 0.5},
+        "standard": {"image_size": 64, "supersample": 2, "n_orient": 60, "n_train": 2800, "n_test": 700,
+                     "chunk_size": 70, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.5,
+                     "epochs": 40, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.8},
+        "paper": {"image_size": 125, "supersample": 1, "n_orient": 60, "n_train": 21000, "n_test": 3500,
+                  "chunk_size": 250, "seed": 3, "net": "alexnet", "width": 32, "hidden": 256, "dropout": 0.5,
+                  "epochs": 100, "batch_size": 128, "lr": 1e-3, "patience": 12, "bar_accuracy": 0.95},
+    },
 }
 
 
