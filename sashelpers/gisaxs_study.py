@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,12 +96,28 @@ class CleanRun:
         return self.recall["HCP[0001]"]
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the with-block with ``torch.set_num_threads(n)`` (None: leave torch's setting)."""
+    old = torch.get_num_threads()
+    if n is not None:
+        if int(n) != n or n < 1:
+            raise ValueError(f"threads={n!r} must be a positive integer or None")
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def run_clean(profile: str | None = None, *, workers: int | None = None, progress: bool = True,
-              device=None, data: dict | None = None) -> CleanRun:
+              device=None, data: dict | None = None, threads: int | None = 1) -> CleanRun:
     """Generate/load the data, train on clean images, evaluate on the clean test set.
 
     The last 10 % of the training set is the validation set (labels cycle through the classes,
     so it stays balanced). ``data`` may be a ``load_data`` result to skip loading.
+    threads: torch CPU threads while training (default 1: these small nets gain little from a
+    second thread, and on a shared 2-core machine two threads were up to 5x slower here).
     """
     profile = profiles.current_profile(profile)
     sizes = profiles.get(STUDY, profile)
@@ -113,11 +130,13 @@ def run_clean(profile: str | None = None, *, workers: int | None = None, progres
     config = TrainConfig(epochs=sizes["epochs"], batch_size=sizes["batch_size"], lr=sizes["lr"],
                          patience=sizes["patience"], seed=sizes["seed"], progress=progress)
     t0 = time.perf_counter()
-    history = fit(model, nets.classification_loss, train, val, config, device=device)
+    with torch_threads(threads):
+        history = fit(model, nets.classification_loss, train, val, config, device=device)
     timings["train_s"] = time.perf_counter() - t0
     timings["epochs"] = len(history.train_loss)
     xt, yt = data["test"]["images"], data["test"]["labels"]
-    probs = nets.predict(model, xt).numpy()
+    with torch_threads(threads):
+        probs = nets.predict(model, xt).numpy()
     pred = probs.argmax(1)
     cm = confusion_matrix(yt, pred, len(gisaxs.CLASS_NAMES))
     recall = {name: float(cm[i, i] / max(cm[i].sum(), 1)) for i, name in enumerate(gisaxs.CLASS_NAMES)}
