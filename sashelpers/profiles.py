@@ -30,7 +30,7 @@ SIZES: dict[str, dict[str, dict]] = {
         "quick": {"image_size": 32, "supersample": 2, "n_orient": 30, "n_train": 1400, "n_test": 350,
                   "chunk_size": 50, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
                   "epochs": 30, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.5},
-        "standard": {"image_size": 64, "supersample": 2, "n_orient": 60, "n_train": 2800, "n_test": 700,
+        "standard": {"image_size": 64, "supersample": 2, "n_orient": 30, "n_train": 2100, "n_test": 700,
                      "chunk_size": 70, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
                      "epochs": 30, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.8},
         "paper": {"image_size": 125, "supersample": 1, "n_orient": 60, "n_train": 21000, "n_test": 3500,
