@@ -32,7 +32,7 @@ SIZES: dict[str, dict[str, dict]] = {
                   "epochs": 30, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.5},
         "standard": {"image_size": 64, "supersample": 2, "n_orient": 30, "n_train": 2100, "n_test": 700,
                      "chunk_size": 70, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
-                     "epochs": 30, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.8},
+                     "epochs": 40, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.75},
         "paper": {"image_size": 125, "supersample": 1, "n_orient": 60, "n_train": 21000, "n_test": 3500,
                   "chunk_size": 250, "seed": 3, "net": "alexnet", "width": 32, "hidden": 256, "dropout": 0.5,
                   "epochs": 100, "batch_size": 128, "lr": 1e-3, "patience": 12, "bar_accuracy": 0.95},
