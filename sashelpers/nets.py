@@ -1,0 +1,165 @@
+"""Convolutional networks for scattering images (studies 3-5).
+
+* ``AlexNetCNN``: an AlexNet-style classifier (Krizhevsky et al. 2012, as used by Liu et al. for
+  GISAXS) adapted to small single-channel images: five conv layers (5x5, then 3x3) with ReLU in
+  three stages, each stage followed by 2x2 max-pooling while the feature map is larger than
+  4 px, then two fully connected hidden layers with dropout and a linear output.
+  ``features(x)`` returns the last hidden layer (for a PCA as in the paper).
+* ``SmallCNN``: two conv stages and one hidden layer, a fast baseline.
+
+Both take (B, H, W) or (B, C, H, W) float tensors of the size they were built for and return
+logits (B, n_classes); train with ``torch.nn.functional.cross_entropy``.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> int:
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and lo <= int(value) <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+    return int(value)
+
+
+def _check_dropout(dropout) -> float:
+    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise ValueError(f"dropout={dropout!r} must lie in [0, 1)")
+    return float(dropout)
+
+
+class _ImageNet(nn.Module):
+    """Shared input handling: size, channels and finite values are checked on every call."""
+
+    image_size: int
+    in_channels: int
+
+    def _prepare(self, x) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim == 3 and self.in_channels == 1:
+            x = x.unsqueeze(1)
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"x has shape {tuple(x.shape)}; expected (batch, {', '.join(map(str, expected))})"
+                             + (" or (batch, H, W)" if self.in_channels == 1 else ""))
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating tensor, got dtype {x.dtype}")
+        return x
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class AlexNetCNN(_ImageNet):
+    """AlexNet-style CNN for square single-channel images of ``image_size`` pixels.
+
+    Stages (channels ``width``, 2 ``width``, 4 ``width``): conv5x5-ReLU; conv3x3-ReLU;
+    3 x conv3x3-ReLU (the last at 2 ``width``, as AlexNet narrows before the classifier).
+    A 2x2 max-pool follows a stage while the map is larger than 4 px; an adaptive average pool
+    then brings it to at most 4x4. Classifier: dropout-FC(hidden)-ReLU-dropout-FC(hidden)-ReLU
+    (= ``features``) then FC(n_classes).
+    """
+
+    def __init__(self, image_size: int = 64, n_classes: int = 7, *, in_channels: int = 1, width: int = 32,
+                 hidden: int = 256, dropout: float = 0.5):
+        super().__init__()
+        self.image_size = _check_int("image_size", image_size, 8, 1024)
+        self.n_classes = _check_int("n_classes", n_classes, 2, 10_000)
+        self.in_channels = _check_int("in_channels", in_channels, 1, 64)
+        width = _check_int("width", width, 1, 1024)
+        hidden = _check_int("hidden", hidden, 1, 65_536)
+        dropout = _check_dropout(dropout)
+        w1, w2, w3 = width, 2 * width, 4 * width
+        size = self.image_size
+        layers: list[nn.Module] = []
+
+        def stage(convs, size):
+            layers.extend(convs)
+            if size > 4:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            return size
+
+        size = stage([nn.Conv2d(self.in_channels, w1, 5, padding=2), nn.ReLU(inplace=True)], size)
+        size = stage([nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(inplace=True)], size)
+        size = stage([nn.Conv2d(w2, w3, 3, padding=1), nn.ReLU(inplace=True),
+                      nn.Conv2d(w3, w3, 3, padding=1), nn.ReLU(inplace=True),
+                      nn.Conv2d(w3, w2, 3, padding=1), nn.ReLU(inplace=True)], size)
+        out = min(4, size)
+        layers.append(nn.AdaptiveAvgPool2d(out))
+        self.conv = nn.Sequential(*layers)
+        self.hidden = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(w2 * out * out, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(hidden, self.n_classes)
+        self.config = {"image_size": self.image_size, "n_classes": self.n_classes, "in_channels": self.in_channels,
+                       "width": width, "hidden": hidden, "dropout": dropout}
+
+    def features(self, x) -> torch.Tensor:
+        """The last hidden layer (batch, hidden): the input of the final linear layer."""
+        return self.hidden(self.conv(self._prepare(x)))
+
+
+class SmallCNN(_ImageNet):
+    """A small CNN: conv3x3(width)-ReLU-pool, conv3x3(2 width)-ReLU-pool, adaptive pool to <= 4x4,
+    FC(hidden)-ReLU (= ``features``), dropout, FC(n_classes)."""
+
+    def __init__(self, image_size: int = 64, n_classes: int = 7, *, in_channels: int = 1, width: int = 16,
+                 hidden: int = 64, dropout: float = 0.25):
+        super().__init__()
+        self.image_size = _check_int("image_size", image_size, 8, 1024)
+        self.n_classes = _check_int("n_classes", n_classes, 2, 10_000)
+        self.in_channels = _check_int("in_channels", in_channels, 1, 64)
+        width = _check_int("width", width, 1, 1024)
+        hidden = _check_int("hidden", hidden, 1, 65_536)
+        dropout = _check_dropout(dropout)
+        out = min(4, self.image_size // 4)
+        self.conv = nn.Sequential(
+            nn.Conv2d(self.in_channels, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(out))
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * out * out, hidden), nn.ReLU(inplace=True))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.n_classes))
+        self.config = {"image_size": self.image_size, "n_classes": self.n_classes, "in_channels": self.in_channels,
+                       "width": width, "hidden": hidden, "dropout": dropout}
+
+    def features(self, x) -> torch.Tensor:
+        """The last hidden layer (batch, hidden)."""
+        return self.hidden(self.conv(self._prepare(x)))
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """A network by name: 'alexnet' or 'small'."""
+    nets = {"alexnet": AlexNetCNN, "small": SmallCNN}
+    if name not in nets:
+        raise ValueError(f"name={name!r} is not a network; allowed: {', '.join(nets)}")
+    return nets[name](**kwargs)
+
+
+def classification_loss(model: nn.Module, batch) -> torch.Tensor:
+    """Cross-entropy of ``model(x)`` against integer labels y, for ``training.fit``."""
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y.long())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities (N, n_classes) for images x (array or tensor), in eval mode, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(x).float()
+    out = [torch.softmax(model(x[s:s + batch_size].to(device)), dim=1).cpu() for s in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, getattr(model, "n_classes", 0))
+
+
+__all__ = ["AlexNetCNN", "SmallCNN", "build", "classification_loss", "predict"]

@@ -1,0 +1,41 @@
+"""Study 3 pipeline: profile table, confusion matrix, a tiny end-to-end clean run."""
+
+import numpy as np
+import pytest
+
+from sashelpers import gisaxs_study as study
+from sashelpers import profiles
+
+
+def test_profile_entries_are_complete():
+    keys = {"image_size", "supersample", "n_orient", "n_train", "n_test", "chunk_size", "seed", "net", "width",
+            "hidden", "dropout", "epochs", "batch_size", "lr", "patience", "bar_accuracy"}
+    for name in profiles.PROFILES:
+        sizes = profiles.get(study.STUDY, name)
+        assert keys <= set(sizes), (name, keys - set(sizes))
+        assert 1 / 7 < sizes["bar_accuracy"] <= 1
+        study.data_config(sizes)  # validates
+        study.build_model(sizes)
+
+
+def test_confusion_matrix():
+    cm = study.confusion_matrix([0, 0, 1, 2, 2], [0, 1, 1, 2, 0], 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
+    with pytest.raises(ValueError, match="same shape"):
+        study.confusion_matrix([0, 1], [0])
+
+
+def test_tiny_clean_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SASHELPERS_CACHE", str(tmp_path))
+    tiny = {"image_size": 16, "supersample": 1, "n_orient": 4, "n_train": 70, "n_test": 14, "chunk_size": 35,
+            "seed": 0, "net": "small", "width": 4, "hidden": 8, "dropout": 0.0, "epochs": 2, "batch_size": 32,
+            "lr": 1e-3, "patience": 2, "bar_accuracy": 0.5}
+    monkeypatch.setitem(profiles.SIZES[study.STUDY], "quick", tiny)
+    run = study.run_clean("quick", workers=1, progress=False)
+    assert run.confusion.sum() == 14 and run.confusion.shape == (7, 7)
+    assert 0 <= run.accuracy <= 1 and set(run.recall) == set(study.gisaxs.CLASS_NAMES)
+    assert run.test_probs.shape == (14, 7)
+    assert run.timings["generated_images"] == 84 and run.timings["epochs"] == 2
+    again = study.load_data("quick", workers=1, progress=False)  # now cached
+    assert again["timings"]["generated_images"] == 0
+    np.testing.assert_array_equal(again["test"]["images"], run.test_images)

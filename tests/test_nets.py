@@ -1,0 +1,71 @@
+"""CNN classifiers for scattering images."""
+
+import numpy as np
+import pytest
+import torch
+
+from sashelpers import nets
+from sashelpers.training import TrainConfig, fit
+
+
+@pytest.mark.parametrize("cls", [nets.AlexNetCNN, nets.SmallCNN])
+@pytest.mark.parametrize("size", [16, 32, 48, 64, 125])
+def test_shapes(cls, size):
+    m = cls(size, 7).eval()
+    x = torch.rand(3, 1, size, size)
+    assert m(x).shape == (3, 7)
+    assert m(x[:, 0]).shape == (3, 7)  # (B, H, W) is accepted for one channel
+    feats = m.features(x)
+    assert feats.shape == (3, m.config["hidden"])
+    torch.testing.assert_close(m.classifier(feats), m(x))
+
+
+def test_parameter_counts():
+    # conv 1*32*25+32, 32*64*9+64, 64*128*9+128, 128*128*9+128, 128*64*9+64; fc 64*16*256+256, 256*256+256, 256*7+7
+    expected = (832 + 18496 + 73856 + 147584 + 73792) + (262400 + 65792 + 1799)
+    assert nets.AlexNetCNN(64).n_parameters() == expected == 644551
+    # conv 1*16*9+16, 16*32*9+32; fc 32*16*64+64, 64*7+7
+    assert nets.SmallCNN(64).n_parameters() == 160 + 4640 + 32832 + 455 == 38087
+    assert nets.AlexNetCNN(32, width=8, hidden=32).n_parameters() < 60_000
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy 2-core machine two threads made this test 50x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "small"])
+def test_overfits_a_tiny_batch(name, one_thread):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((14, 1, 16, 16)).astype(np.float32)
+    y = np.arange(14) % 7
+    model = nets.build(name, image_size=16, n_classes=7, width=8, hidden=32, dropout=0.0)
+    fit(model, nets.classification_loss, (x, y), (x, y),
+        TrainConfig(epochs=80, batch_size=14, lr=3e-3, patience=80, progress=False), device="cpu")
+    acc = (nets.predict(model, x).argmax(1).numpy() == y).mean()
+    assert acc == 1.0
+
+
+@pytest.mark.parametrize("x, word", [
+    (torch.zeros(2, 1, 16, 17), "shape"), (torch.zeros(2, 2, 16, 16), "shape"), (torch.zeros(16, 16), "shape"),
+    (torch.zeros(2, 16, 16, dtype=torch.long), "floating"), (np.zeros((2, 16, 16)), "torch.Tensor"),
+])
+def test_input_validation(x, word):
+    with pytest.raises(ValueError, match=word):
+        nets.AlexNetCNN(16)(x)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"image_size": 4}, "image_size"), ({"image_size": 32.5}, "image_size"), ({"n_classes": 1}, "n_classes"),
+    ({"dropout": 1.0}, "dropout"), ({"width": 0}, "width"), ({"hidden": "a"}, "hidden"),
+])
+def test_constructor_validation(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        nets.AlexNetCNN(**{"image_size": 16, **kwargs})
+    with pytest.raises(ValueError, match="name"):
+        nets.build("resnet")
