@@ -29,7 +29,7 @@ SIZES: dict[str, dict[str, dict]] = {
                   "n_samples": 100, "baseline_trees": 100,
                   "bar_accuracy": 0.8, "bar_sphere_radius_mae_nm": 0.6, "bar_coverage": (0.5, 1.0)},
         "standard": {"n_per_shape": 5000, "seed": 0, "hidden": 128, "n_blocks": 6, "epochs": 60, "lr": 1e-3, "patience": 10,
-                     "n_samples": 300, "baseline_trees": 400,
+                     "n_samples": 300, "baseline_trees": 200,
                      "bar_accuracy": 0.95, "bar_sphere_radius_mae_nm": 0.3, "bar_coverage": (0.8, 0.97)},
         "paper": {"n_per_shape": 5000, "seed": 0, "hidden": 256, "n_blocks": 8, "epochs": 200, "lr": 1e-3, "patience": 20,
                   "n_samples": 1000, "baseline_trees": 1000,
