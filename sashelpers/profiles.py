@@ -37,7 +37,7 @@ SIZES: dict[str, dict[str, dict]] = {
             "xgb": {"learning_rate": 0.1, "max_depth": 6, "min_child_weight": 3, "subsample": 0.8,
                     "colsample_bytree": 0.5, "reg_lambda": 0.2, "max_bin": 128,
                     "n_estimators": 300, "early_stopping_rounds": 30},
-            "bar_mape_vs_mean": 0.6, "bar_coverage": [0.6, 1.0],
+            "bar_mape_vs_mean": 0.9, "bar_coverage": [0.6, 1.0],
         },
         "standard": {
             "n": 128, "voxel_nm": 0.5, "q_min_nm": 0.15, "q_max_nm": 3.0, "n_q": 200,
