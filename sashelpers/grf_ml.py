@@ -69,7 +69,12 @@ def train_all(datasets: dict, sizes: dict, *, device=None, save_to=None, seed: i
 
 def markdown_table(header, rows) -> str:
     """A markdown table from a header list and row lists (floats with 3 decimals)."""
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))  # noqa: E731
+    def fmt(v):
+        if isinstance(v, (list, tuple)):
+            return ", ".join(fmt(x) for x in v)
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+        return "—" if v is None else str(v)
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -91,6 +96,20 @@ def table2(evals: dict, metric: str = "mape") -> str:
 def test_mape(evals: dict) -> dict:
     """{dataset: {parameter: test MAPE (%)}} for the results record."""
     return {name: dict(ev["mape"]["test"]) for name, ev in evals.items()}
+
+
+def paper_vs_run(rec: dict) -> str:
+    """The 'paper vs this run' markdown table of a results record: Table 2 MAPEs, the case study
+    (mean ± sd) and seconds per sample (each at its own grid size)."""
+    from .report import flatten
+
+    flat_m, flat_p = flatten(rec["metrics"]), flatten(rec["paper"])
+    keys = [k for k in flat_p if not k.startswith("seconds")]
+    keys += [k for k in dict.fromkeys([*flat_p, *flat_m]) if k.startswith("seconds_per_sample")]
+    pm = lambda v: None if v is None else (f"{v[0]:.3f} ± {v[1]:.3f}" if isinstance(v, list) else v)  # noqa: E731
+    rows = [[k.replace("seconds_per_sample.", "seconds per sample, grid "), pm(flat_p.get(k)), pm(flat_m.get(k))]
+            for k in keys]
+    return markdown_table(["quantity", "paper", f"this run ({rec['profile']})"], rows)
 
 
 def case_summary(pred: dict) -> dict:
@@ -228,3 +247,20 @@ def replicate_structure(sizes: dict, index: int, seed: int = 1) -> dict:
     alpha = grf.sample_alpha(rng, config["alpha_log10_range"])
     return grf.saxs_sample(CASE_PARAMS, int(sizes["n"]), float(sizes["voxel_nm"]), grf.q_grid(config), rng,
                            alpha=alpha, return_structure=True)
+
+
+def tidy_q_axis(ax, ticks=(0.05, 0.1, 0.2, 0.5, 1, 2, 3)):
+    """Plain-number major ticks on a log q axis and no minor labels (they collide on short ranges)."""
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    return ax
+
+
+def curve_axes(ax=None, intensity_label: str = r"$I(q)$ (nm$^3$)"):
+    """``plotting.curve_axes`` with intensity in nm^3 and a tidy q axis."""
+    from . import plotting
+
+    return tidy_q_axis(plotting.curve_axes(ax, intensity_label=intensity_label))
