@@ -215,9 +215,10 @@ class BoostedRegressor:
             dtr = self._dmatrix(Xs, Y[:, j])
             dva = self._dmatrix(Xvs, Y_val[:, j], ref=dtr)
             jobs.append((out, "point", self._xgb_params("reg:squarederror"), dtr, dva, "rmse"))
-            if self.quantiles is not None:
+            if self.quantiles is not None:  # own matrices: boosters may train concurrently
                 qp = self._xgb_params("reg:quantileerror", quantile_alpha=np.array(self.quantiles))
-                jobs.append((out, "quantile", qp, dtr, dva, "quantile"))
+                dtr_q = self._dmatrix(Xs, Y[:, j])
+                jobs.append((out, "quantile", qp, dtr_q, self._dmatrix(Xvs, Y_val[:, j], ref=dtr_q), "quantile"))
         results = self._run_jobs(jobs)
         for (out, kind, *_), (booster, curve) in zip(jobs, results):
             h = self.history.setdefault(out, {})
