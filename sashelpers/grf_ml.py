@@ -264,3 +264,17 @@ def curve_axes(ax=None, intensity_label: str = r"$I(q)$ (nm$^3$)"):
     from . import plotting
 
     return tidy_q_axis(plotting.curve_axes(ax, intensity_label=intensity_label))
+
+
+def learning_curve(data: dict, name: str, sizes: dict, evals: dict) -> dict:
+    """Test MAPE vs training-set size for dataset ``name``: point models retrained on the first
+    ``sizes['learning_sizes']`` curves, plus the full training set's result from ``evals``
+    (already trained, so not repeated)."""
+    sp = splits(data, name, sizes["split"])
+    n_full = len(sp["train"][0])
+    small = [s for s in sizes["learning_sizes"] if s < n_full]
+    lc = regress.learning_curve(*sp["train"], *sp["val"], *sp["test"], small, OUTPUTS[name], sizes["xgb"])
+    lc["sizes"].append(n_full)
+    for o in OUTPUTS[name]:
+        lc["mape"][o].append(evals[name]["mape"]["test"][o])
+    return lc
