@@ -12,7 +12,12 @@ mostly from the data itself (photon noise and the randomness of one finite struc
 quantiles estimate directly and which an ensemble of point models does not see (an ensemble
 measures disagreement between models, i.e. lack of training data); it also costs one extra model
 per output instead of K. The check is empirical coverage on the test set: the fraction of true
-values inside [q05, q95] should be near 0.90.
+values inside [q05, q95] should be near 0.90. Quantile boosters fitted to a few thousand curves
+are over-confident (they fit the training curves too well), so by default the intervals are then
+*conformalised* on the validation set (conformalised quantile regression, Romano, Patterson &
+Candès 2019): each interval is widened (or narrowed) by the finite-sample quantile of the
+validation scores max(lo - y, y - hi). The validation set also served for early stopping, so
+the guarantee is approximate; the test-set coverage is the honest check.
 
 The device is chosen explicitly (``backend.xgboost_device()``), because XGBoost silently falls
 back to the CPU. Models are saved in XGBoost's JSON format next to a JSON model card; no pickles.
@@ -127,7 +132,7 @@ class BoostedRegressor:
     """
 
     def __init__(self, outputs, params: dict | None = None, *, quantiles=QUANTILES, device: str | None = None,
-                 seed: int = 0, n_jobs: int | None = None):
+                 seed: int = 0, n_jobs: int | None = None, conformal: bool = True):
         outputs = [str(o) for o in outputs]
         if not outputs or len(set(outputs)) != len(outputs):
             raise ValueError(f"outputs={outputs!r} must be a non-empty list of distinct names")
@@ -150,8 +155,10 @@ class BoostedRegressor:
         self.outputs, self.params, self.quantiles = outputs, params, quantiles
         self.n_jobs = int(n_jobs) if n_jobs is not None else max(1, os.cpu_count() or 1)
         self.device, self.seed = device, int(seed)
+        self.conformal = bool(conformal)
         self.boosters: dict = {}
         self.quantile_boosters: dict = {}
+        self.interval_offset: dict = {}
         self.x_mean = self.x_std = None
         self.history: dict = {}
 
@@ -228,6 +235,8 @@ class BoostedRegressor:
             else:
                 self.quantile_boosters[out] = booster
                 h["quantile_best_iteration"] = int(booster.best_iteration)
+        if self.quantile_boosters and self.conformal:
+            self.calibrate_intervals(X_val, Y_val)
         self.history["fit_seconds"] = time.perf_counter() - t0
         self.history["n_train"], self.history["n_val"] = len(X), len(X_val)
         return self
@@ -247,8 +256,7 @@ class BoostedRegressor:
         Xs = self._standardise(_check_X(X, len(self.x_mean)))
         return {o: self._predict_booster(self.boosters[o], Xs).astype(float) for o in self.outputs}
 
-    def predict_interval(self, X) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """(lower, upper) quantile predictions per output (sorted, so lower <= upper)."""
+    def _raw_interval(self, X) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         self._check_fitted()
         if not self.quantile_boosters:
             raise RuntimeError("this model was trained without quantiles (quantiles=None)")
@@ -257,6 +265,29 @@ class BoostedRegressor:
         for o in self.outputs:
             q = np.sort(self._predict_booster(self.quantile_boosters[o], Xs).reshape(len(Xs), -1), axis=1)
             out[o] = (q[:, 0].astype(float), q[:, -1].astype(float))
+        return out
+
+    def calibrate_intervals(self, X_cal, Y_cal) -> dict:
+        """Conformalise the quantile intervals on a calibration set (CQR): offset per output =
+        the ceil((n+1)(1-a))/n quantile of max(lo - y, y - hi), a = 1 - (q_hi - q_lo)."""
+        Y_cal = _check_Y(Y_cal, self.outputs, len(X_cal), "Y_cal")
+        raw = self._raw_interval(X_cal)
+        n = len(Y_cal)
+        level = min(1.0, math.ceil((n + 1) * (self.quantiles[1] - self.quantiles[0])) / n)
+        for j, o in enumerate(self.outputs):
+            lo, hi = raw[o]
+            scores = np.maximum(lo - Y_cal[:, j], Y_cal[:, j] - hi)
+            self.interval_offset[o] = float(np.quantile(scores, level, method="higher"))
+        return dict(self.interval_offset)
+
+    def predict_interval(self, X) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(lower, upper) per output: the quantile models' interval, conformalised when calibrated."""
+        raw = self._raw_interval(X)
+        out = {}
+        for o, (lo, hi) in raw.items():
+            d = self.interval_offset.get(o, 0.0)
+            lo, hi = lo - d, hi + d
+            out[o] = (np.minimum(lo, hi), np.maximum(lo, hi))
         return out
 
     def evaluate(self, splits: dict) -> dict:
@@ -281,6 +312,7 @@ class BoostedRegressor:
 
         return {"kind": "sashelpers.regress.BoostedRegressor", "outputs": self.outputs, "params": self.params,
                 "quantiles": self.quantiles, "device": self.device, "seed": self.seed,
+                "conformal": self.conformal, "interval_offset": self.interval_offset,
                 "x_mean": None if self.x_mean is None else self.x_mean.tolist(),
                 "x_std": None if self.x_std is None else self.x_std.tolist(),
                 "history": self.history, "versions": report.versions(), **extra}
@@ -311,6 +343,8 @@ class BoostedRegressor:
         model.x_mean = np.asarray(card["x_mean"], dtype=np.float32)
         model.x_std = np.asarray(card["x_std"], dtype=np.float32)
         model.history = card.get("history", {})
+        model.conformal = bool(card.get("conformal", False))
+        model.interval_offset = {k: float(v) for k, v in card.get("interval_offset", {}).items()}
         for o in model.outputs:
             b = xgb.Booster(model_file=str(folder / f"{o}.json"))
             b.set_param({"device": model.device, "nthread": 1})

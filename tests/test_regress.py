@@ -58,6 +58,19 @@ def test_quantile_interval_coverage(fitted):
     assert 0.5 < width / (2 * 1.645 * 0.5) < 1.6  # the noise sd is 0.5: a 90 % band of ~1.6
 
 
+def test_conformal_offset_restores_coverage_of_an_overconfident_interval():
+    rng = np.random.default_rng(3)
+    X, Y = _data(400, rng)
+    model = regress.BoostedRegressor(["smooth", "noisy"], FAST, device="cpu", conformal=False)
+    model.fit(X, Y, *_data(200, rng))
+    model.quantile_boosters["noisy"] = model.boosters["noisy"]  # a zero-width "interval"
+    Xc, Yc = _data(500, rng)
+    off = model.calibrate_intervals(Xc, Yc)["noisy"]
+    assert off > 0.3  # widened by about 1.645 noise sd (0.5)
+    Xt, Yt = _data(1000, rng)
+    assert 0.85 <= regress.coverage(Yt[:, 1], *model.predict_interval(Xt)["noisy"]) <= 0.95
+
+
 def test_save_load_round_trip(fitted, tmp_path):
     model, _, (Xt, _) = fitted
     folder = model.save(tmp_path / "m", data="synthetic")
