@@ -554,3 +554,70 @@ def generate_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
         for k, v in params.items():
             rows[k].append(v)
     return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
+
+
+# --- the study's four datasets and replicate curves ---------------------------------------------
+
+STUDY_DATASETS = {  # name -> (phases, porosity range), as in the paper's Table 2
+    "two-phase low": (2, "low"),
+    "two-phase high": (2, "high"),
+    "three-phase low": (3, "low"),
+    "three-phase high": (3, "high"),
+}
+
+
+def study_config(sizes: dict, name: str) -> dict:
+    """The dataset config of one of ``STUDY_DATASETS`` on the grid and q window of ``sizes``
+    (a profile entry with keys n, voxel_nm, q_min_nm, q_max_nm, n_q)."""
+    if name not in STUDY_DATASETS:
+        raise ValueError(f"name={name!r}; allowed: {', '.join(STUDY_DATASETS)}")
+    phases, porosity = STUDY_DATASETS[name]
+    return make_config(n=int(sizes["n"]), voxel_nm=float(sizes["voxel_nm"]), q_min_nm=float(sizes["q_min_nm"]),
+                       q_max_nm=float(sizes["q_max_nm"]), n_q=int(sizes["n_q"]), phases=phases,
+                       porosity=porosity)
+
+
+def _slug(name: str) -> str:
+    return "grf-" + name.replace(" ", "_")
+
+
+def study_datasets(sizes: dict, *, names=None, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
+    """The study's datasets (cached; see ``datasets.generate``): name -> dict of arrays."""
+    from . import datasets
+
+    names = list(STUDY_DATASETS) if names is None else list(names)
+    return {name: datasets.generate(_slug(name), generate_chunk, study_config(sizes, name),
+                                    int(sizes["n_samples"]), seed, chunk_size=64, workers=workers,
+                                    progress=progress)
+            for name in names}
+
+
+def replicate_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
+    """Replicates [start, stop) of one parameter set ``config['params']``: a new structure and
+    new noise (alpha drawn as in training) per replicate; same arrays as ``generate_chunk``."""
+    config = dict(config)
+    params = config.pop("params")
+    _check_params(params)
+    config = {**DEFAULT_CONFIG, **config}
+    _check_config(config)
+    q = q_grid(config)
+    rows: dict[str, list] = {k: [] for k in ("features", "intensity", "alpha")}
+    for i in range(start, stop):
+        rng = sample_rng(seed, i)
+        alpha = sample_alpha(rng, config["alpha_log10_range"]) if config["noise"] else None
+        out = saxs_sample(params, int(config["n"]), float(config["voxel_nm"]), q, rng,
+                          noise=bool(config["noise"]), alpha=alpha)
+        for k in rows:
+            rows[k].append(out[k])
+    return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
+
+
+def replicates(sizes: dict, name: str, params: dict, n: int, *, seed: int = 1, workers: int = 2,
+               progress: bool = True) -> dict:
+    """``n`` replicate curves (cached) of one parameter set on the grid of dataset ``name``."""
+    from . import datasets
+
+    _check_params(params)
+    config = {**study_config(sizes, name), "params": dict(params)}
+    return datasets.generate(_slug(name) + "-replicates", replicate_chunk, config, int(n), seed,
+                             chunk_size=32, workers=workers, progress=progress)
