@@ -1,7 +1,12 @@
 """sashelpers: kernels, datasets, models and reports for the SAS-ML book.
 
-Modules (one concern each): backend, profiles, datasets, saxs, scatterers, gisaxs, noise, nets,
-training, io, report, plotting; study pipelines: gisaxs_study (study 3).
+Modules (one concern each):
+- foundation: backend, profiles, datasets, report, plotting, io
+- physics kernels: saxs (FFT SAXS), scatterers (analytic curves), grf (porous media),
+  gisaxs (superlattice GISAXS), noise (measurement models)
+- models: training (the one torch loop), nets (CNNs), inn (conditional INNs), regress (XGBoost)
+- study glue: grf_ml (study 2), gisaxs_study (study 3)
+
 Import them explicitly, e.g. ``from sashelpers import saxs``.
 """
 

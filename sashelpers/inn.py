@@ -360,7 +360,7 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
     k = len(model.shapes)
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (labels, pred), 1)
-    out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(),
+    out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(), "predicted": pred,
            "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
     for j, s in enumerate(model.shapes):
         sel = labels == j
