@@ -134,19 +134,22 @@ def _fmt(v) -> str:
 
 
 def scorecard_table(records: list[dict]) -> str:
-    """One markdown table: every headline number of every study, the paper's next to this run's."""
+    """Markdown: per study, a line saying how it ran and a table of every recorded number, the
+    paper's value next to this run's."""
     if not records:
         return "_No results recorded yet: run `make book` to execute the notebooks._\n"
-    lines = ["| study | quantity | paper (or known answer) | this run | profile | hardware | date |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    out = []
     for rec in records:
         metrics, paper = flatten(rec["metrics"]), flatten(rec.get("paper", {}))
         hw = rec.get("hardware", {})
         device = hw.get("gpu") or f"{hw.get('node_cpus', '?')} CPU cores"
+        out += [f"## {rec['study']}", "",
+                f"Profile `{rec['profile']}`, {device}, {rec['date'][:10]}.", "",
+                "| quantity | paper (or known answer) | this run |", "| --- | --- | --- |"]
         for key in list(metrics) + [k for k in paper if k not in metrics]:
-            lines.append(f"| {rec['study']} | `{key}` | {_fmt(paper.get(key))} | {_fmt(metrics.get(key))} "
-                         f"| {rec['profile']} | {device} | {rec['date'][:10]} |")
-    return "\n".join(lines) + "\n"
+            out.append(f"| `{key}` | {_fmt(paper.get(key))} | {_fmt(metrics.get(key))} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def render_scorecard(page: Path, out: Path, results: Path | None = None) -> Path:

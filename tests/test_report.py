@@ -31,8 +31,9 @@ def test_scorecard_lists_every_metric_and_paper_value(results_tmp, tmp_path):
     page.write_text("# Scorecard\n\n<!-- SCORECARD -->\n")
     out = report.render_scorecard(page, tmp_path / "out.md", results_tmp)
     text = out.read_text()
-    assert "| 01_a | `mae.sphere.radius` | 0.395 | 0.2 | standard |" in text
-    assert "| 02_b | `mape` | — | 1.5 | quick |" in text
+    assert "## 01_a" in text and "Profile `standard`" in text
+    assert "| `mae.sphere.radius` | 0.395 | 0.2 |" in text
+    assert "| `mape` | — | 1.5 |" in text and "Profile `quick`" in text
     assert "<!-- SCORECARD -->" not in text
 
 
