@@ -4,6 +4,11 @@
 the cache) the training and test sets of ``gisaxs.dataset_chunk`` at the profile's size, train
 the profile's network with ``training.fit``, and evaluate it on the held-out test set.
 Sizes come from ``profiles.SIZES["03_gisaxs_cnn_noise"]``.
+
+The noise study: ``CONDITIONS`` (the paper's 12), ``apply_condition`` (noise on the linear
+intensity, re-log-normalised), ``noisy_sets`` / ``random_conditions`` (seeded), and
+``run_noise(clean_run, data)``: the clean model on every noisy test set and one model trained with
+randomised noise on every condition.
 """
 
 from __future__ import annotations
