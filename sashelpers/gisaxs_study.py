@@ -273,7 +273,7 @@ class NoiseRun:
     augmented_model_on: dict
     augmented_model: torch.nn.Module
     augmented_history: History
-    train_conditions: np.ndarray  # condition index per training image of the augmented model
+    train_conditions: np.ndarray  # condition index per (copied) training image of the augmented model
     per_condition: dict = field(default_factory=dict)  # {condition: accuracy} of per-condition models
     timings: dict = field(default_factory=dict)
 
@@ -283,16 +283,20 @@ class NoiseRun:
         return c, self.augmented_model_on[c]
 
 
-def _train(sizes: dict, x, y, *, threads, device, progress, epochs: int | None = None, init=None):
+def _split(x, y):
+    """(train, val): the last 10 % (at least one per class) is the validation set, as in run_clean."""
     n_val = max(len(gisaxs.CLASS_NAMES), len(x) // 10)
+    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+
+
+def _train(sizes: dict, train, val, *, threads, device, progress, epochs: int | None = None, init=None):
     model = build_model(sizes)
     if init is not None:
         model.load_state_dict(init.state_dict())
     config = TrainConfig(epochs=epochs or sizes["epochs"], batch_size=sizes["batch_size"], lr=sizes["lr"],
                          patience=sizes["patience"], seed=sizes["seed"], progress=progress)
     with torch_threads(threads):
-        history = fit(model, nets.classification_loss, (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:]),
-                      config, device=device)
+        history = fit(model, nets.classification_loss, train, val, config, device=device)
     return model, history
 
 
@@ -302,11 +306,12 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
 
     1. The test set under every condition (``noisy_sets``, seed = profile seed + 100).
     2. ``clean_model_on``: the clean-trained model on each noisy test set.
-    3. One model trained with noise augmentation: every training (and validation) image gets one
-       condition drawn uniformly from ``conditions`` (clean included) once, before training
-       (``random_conditions``); same network and images as the clean model, started from the
-       clean model's weights and trained for the profile's ``aug_epochs`` (fine-tuning: about
-       half the cost of training from scratch, and it keeps what the clean model learned).
+    3. One model trained with noise augmentation: the clean model's training images, repeated
+       ``aug_copies`` times, each copy of each image under one condition drawn uniformly from
+       ``conditions`` (clean included), drawn once before training (``random_conditions``); the
+       validation images once, each under one random condition. Same network, started from the
+       clean model's weights and trained for the profile's ``aug_epochs`` (fine-tuning: cheaper
+       than training from scratch, and it keeps what the clean model learned).
        ``augmented_model_on``: it on each noisy test set.
     4. per_condition: conditions (default: the profile's ``per_condition`` list, often empty for
        time) for which a separate model is trained and tested on that condition (the paper's
@@ -323,11 +328,16 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
     clean_on = accuracy_on(clean.model, sets, yt, threads=threads)
     timings["evaluate_s"] = time.perf_counter() - t0
     x, y = data["train"]["images"], data["train"]["labels"]
+    (xt_, yt_), (xv, yv) = _split(x, y)
     t0 = time.perf_counter()
-    xa, which = random_conditions(x, conditions, seed=seed + 200)
+    copies = [random_conditions(xt_, conditions, seed=seed + 200 + k) for k in range(int(sizes.get("aug_copies", 1)))]
+    xa = np.concatenate([c[0] for c in copies])
+    which = np.concatenate([c[1] for c in copies])
+    ya = np.concatenate([yt_] * len(copies))
+    xva, _ = random_conditions(xv, conditions, seed=seed + 199)
     timings["noise_s"] += time.perf_counter() - t0
     t0 = time.perf_counter()
-    model, history = _train(sizes, xa, y, threads=threads, device=device, progress=progress,
+    model, history = _train(sizes, (xa, ya), (xva, yv), threads=threads, device=device, progress=progress,
                             epochs=sizes.get("aug_epochs"), init=clean.model)
     timings["train_augmented_s"] = time.perf_counter() - t0
     timings["epochs_augmented"] = len(history.train_loss)
@@ -339,7 +349,7 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
         if c == "clean":
             continue
         xc = apply_condition(x, c, condition_rng(seed + 300, c))
-        m, _ = _train(sizes, xc, y, threads=threads, device=device, progress=progress)
+        m, _ = _train(sizes, *_split(xc, y), threads=threads, device=device, progress=progress)
         per[c] = accuracy_on(m, {c: sets[c]}, yt, threads=threads)[c]
     timings["train_per_condition_s"] = time.perf_counter() - t0
     return NoiseRun(clean.profile, tuple(conditions), clean_on, aug_on, model, history, which, per, timings)
