@@ -4,6 +4,11 @@
 the cache) the training and test sets of ``gisaxs.dataset_chunk`` at the profile's size, train
 the profile's network with ``training.fit``, and evaluate it on the held-out test set.
 Sizes come from ``profiles.SIZES["03_gisaxs_cnn_noise"]``.
+
+The noise study: ``CONDITIONS`` (the paper's 12), ``apply_condition`` (noise on the linear
+intensity, re-log-normalised), ``noisy_sets`` / ``random_conditions`` (seeded), and
+``run_noise(clean_run, data)``: the clean model on every noisy test set and one model trained with
+randomised noise on every condition.
 """
 
 from __future__ import annotations
@@ -141,3 +146,210 @@ def run_clean(profile: str | None = None, *, workers: int | None = None, progres
     cm = confusion_matrix(yt, pred, len(gisaxs.CLASS_NAMES))
     recall = {name: float(cm[i, i] / max(cm[i].sum(), 1)) for i, name in enumerate(gisaxs.CLASS_NAMES)}
     return CleanRun(profile, sizes, model, history, float((pred == yt).mean()), cm, recall, xt, yt, probs, timings)
+
+
+# --------------------------------------------------------------------------------------------
+# Noise conditions (the paper's Tables II and III, Fig. 4)
+# --------------------------------------------------------------------------------------------
+
+CONDITIONS = ("clean", "smear_0.5", "smear_1.0", "gauss_0.1", "gauss_0.2", "gauss_0.5", "gauss_1.0",
+              "poisson", "res_100", "res_75", "res_50", "res_25")
+PAPER_SIZE = 125  # the paper's image size: res_N means 125 -> N -> 125 px there
+POISSON_COUNTS = 1e4  # photons in the brightest pixel of a "poisson" image
+
+
+def res_pixels(condition: str, image_size: int) -> int:
+    """The intermediate size m of ``res_N`` for an image of ``image_size`` px.
+
+    The paper reduced its 125 px images to N px and back. For other image sizes we keep the
+    same *fraction*: m = round(image_size * N / 125) (at least 2), e.g. at 32 px res_100/75/50/25
+    -> 26/19/13/6 px, at 64 px -> 51/38/26/13 px. So res_N always removes the same share of the
+    detector's sampling as in the paper, whatever our image size.
+    """
+    if not condition.startswith("res_"):
+        raise ValueError(f"{condition!r} is not a res_N condition")
+    n = int(condition[4:])
+    return max(2, int(round(image_size * n / PAPER_SIZE)))
+
+
+def _check_condition(condition: str) -> None:
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition={condition!r} must be one of {CONDITIONS}")
+
+
+def to_linear(images, decades: float = 6.0) -> np.ndarray:
+    """Invert ``gisaxs.log_normalise``: I / I_max = 10^(decades (x - 1)), 0 where x = 0
+    (below the horizon or more than ``decades`` below the peak). float64."""
+    x = np.asarray(images, dtype=np.float64)
+    return np.where(x > 0, 10.0 ** (decades * (x - 1.0)), 0.0)
+
+
+def apply_condition(images, condition: str, rng, *, decades: float = 6.0,
+                    counts: float = POISSON_COUNTS) -> np.ndarray:
+    """One noise condition applied to log-normalised images (H, W) or (n, H, W); float32 in [0, 1].
+
+    Where the noise acts: on the **linear intensity**, because that is where a detector adds it
+    (blur of the beam/pixel response, read-out noise, photon counting, coarse pixels). The cached
+    images are ``gisaxs.log_normalise``d (per image ``1 + log10(I / I_max) / decades`` clipped to
+    [0, 1]); we invert that (``to_linear``; pixels at 0 become I = 0), apply the model, and
+    log-normalise again with the same ``decades`` -- the network always sees what it would see
+    from a measured image run through the same preprocessing. Consequences: negative intensities
+    from Gaussian noise clip to 0 after the log, and the image is renormalised to its new maximum.
+
+    Conditions (``CONDITIONS``):
+
+    * ``clean``: the input unchanged (a float32 copy).
+    * ``smear_s``: ``noise.smear`` with sigma = s px of *our* image.
+    * ``gauss_a``: ``noise.gaussian_noise``, sigma = a * mean(I) per image.
+    * ``poisson``: ``noise.poisson_noise`` with ``counts`` photons (default 1e4) in the brightest
+      pixel of each image, i.e. 4 of the 6 decades are above one photon.
+    * ``res_N``: ``noise.reduce_resolution`` to ``res_pixels(condition, size)`` px and back by
+      bilinear interpolation (the paper's 125 -> N -> 125 as the same fraction of our size).
+
+    rng: a numpy Generator (used by gauss_* and poisson only; the others are deterministic).
+    """
+    from . import noise
+
+    _check_condition(condition)
+    x = np.asarray(images, dtype=np.float32)
+    if condition == "clean":
+        return x.copy()
+    lin = to_linear(x, decades)
+    kind, _, value = condition.partition("_")
+    if kind == "smear":
+        out = noise.smear(lin, float(value))
+    elif kind == "gauss":
+        out = noise.gaussian_noise(lin, float(value), rng)
+    elif kind == "poisson":
+        out = noise.poisson_noise(lin, counts, rng)
+    else:
+        out = noise.reduce_resolution(lin, res_pixels(condition, x.shape[-1]))
+    return gisaxs.log_normalise(out, decades)
+
+
+def condition_rng(seed: int, condition: str) -> np.random.Generator:
+    """The generator for one condition's noise on one data set: independent across conditions."""
+    _check_condition(condition)
+    return np.random.default_rng([int(seed), CONDITIONS.index(condition)])
+
+
+def noisy_sets(images, conditions=CONDITIONS, seed: int = 0, **kwargs) -> dict:
+    """{condition: apply_condition(images, condition, condition_rng(seed, condition))}."""
+    return {c: apply_condition(images, c, condition_rng(seed, c), **kwargs) for c in conditions}
+
+
+def random_conditions(images, conditions=CONDITIONS, seed: int = 0, **kwargs):
+    """Each image gets one condition drawn uniformly from ``conditions`` (a fixed random draw).
+
+    Returns (noisy images, condition index into ``conditions`` per image)."""
+    rng = np.random.default_rng([int(seed), 999])
+    x = np.asarray(images, dtype=np.float32)
+    which = rng.integers(0, len(conditions), len(x))
+    out = np.empty_like(x)
+    for k, c in enumerate(conditions):
+        sel = np.flatnonzero(which == k)
+        if len(sel):
+            out[sel] = apply_condition(x[sel], c, rng, **kwargs)
+    return out, which
+
+
+def accuracy_on(model: torch.nn.Module, sets: dict, labels, *, threads: int | None = 1) -> dict:
+    """{condition: accuracy of ``model`` on sets[condition]} (sets from ``noisy_sets``)."""
+    labels = np.asarray(labels)
+    out = {}
+    with torch_threads(threads):
+        for c, x in sets.items():
+            out[c] = float((nets.predict(model, x).numpy().argmax(1) == labels).mean())
+    return out
+
+
+@dataclass
+class NoiseRun:
+    """The result of ``run_noise``: the clean model and the noise-augmented one on every condition."""
+
+    profile: str
+    conditions: tuple
+    clean_model_on: dict
+    augmented_model_on: dict
+    augmented_model: torch.nn.Module
+    augmented_history: History
+    train_conditions: np.ndarray  # condition index per (copied) training image of the augmented model
+    per_condition: dict = field(default_factory=dict)  # {condition: accuracy} of per-condition models
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def augmented_worst(self) -> tuple[str, float]:
+        c = min(self.augmented_model_on, key=self.augmented_model_on.get)
+        return c, self.augmented_model_on[c]
+
+
+def _split(x, y):
+    """(train, val): the last 10 % (at least one per class) is the validation set, as in run_clean."""
+    n_val = max(len(gisaxs.CLASS_NAMES), len(x) // 10)
+    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+
+
+def _train(sizes: dict, train, val, *, threads, device, progress, epochs: int | None = None, init=None):
+    model = build_model(sizes)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    config = TrainConfig(epochs=epochs or sizes["epochs"], batch_size=sizes["batch_size"], lr=sizes["lr"],
+                         patience=sizes["patience"], seed=sizes["seed"], progress=progress)
+    with torch_threads(threads):
+        history = fit(model, nets.classification_loss, train, val, config, device=device)
+    return model, history
+
+
+def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_condition=None, progress: bool = True,
+              device=None, threads: int | None = 1) -> NoiseRun:
+    """The noise study on top of ``run_clean``'s result.
+
+    1. The test set under every condition (``noisy_sets``, seed = profile seed + 100).
+    2. ``clean_model_on``: the clean-trained model on each noisy test set.
+    3. One model trained with noise augmentation: the clean model's training images, repeated
+       ``aug_copies`` times, each copy of each image under one condition drawn uniformly from
+       ``conditions`` (clean included), drawn once before training (``random_conditions``); the
+       validation images once, each under one random condition. Same network, started from the
+       clean model's weights and trained for the profile's ``aug_epochs`` (fine-tuning: cheaper
+       than training from scratch, and it keeps what the clean model learned).
+       ``augmented_model_on``: it on each noisy test set.
+    4. per_condition: conditions (default: the profile's ``per_condition`` list, often empty for
+       time) for which a separate model is trained and tested on that condition (the paper's
+       Tables II/III); clean is always there, from ``clean``.
+    """
+    sizes = clean.sizes
+    seed = int(sizes["seed"])
+    timings = {}
+    t0 = time.perf_counter()
+    sets = noisy_sets(data["test"]["images"], conditions, seed=seed + 100)
+    timings["noise_s"] = time.perf_counter() - t0
+    yt = data["test"]["labels"]
+    t0 = time.perf_counter()
+    clean_on = accuracy_on(clean.model, sets, yt, threads=threads)
+    timings["evaluate_s"] = time.perf_counter() - t0
+    x, y = data["train"]["images"], data["train"]["labels"]
+    (xt_, yt_), (xv, yv) = _split(x, y)
+    t0 = time.perf_counter()
+    copies = [random_conditions(xt_, conditions, seed=seed + 200 + k) for k in range(int(sizes.get("aug_copies", 1)))]
+    xa = np.concatenate([c[0] for c in copies])
+    which = np.concatenate([c[1] for c in copies])
+    ya = np.concatenate([yt_] * len(copies))
+    xva, _ = random_conditions(xv, conditions, seed=seed + 199)
+    timings["noise_s"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model, history = _train(sizes, (xa, ya), (xva, yv), threads=threads, device=device, progress=progress,
+                            epochs=sizes.get("aug_epochs"), init=clean.model)
+    timings["train_augmented_s"] = time.perf_counter() - t0
+    timings["epochs_augmented"] = len(history.train_loss)
+    aug_on = accuracy_on(model, sets, yt, threads=threads)
+    per = {"clean": clean.accuracy}
+    todo = sizes.get("per_condition", []) if per_condition is None else per_condition
+    t0 = time.perf_counter()
+    for c in todo:
+        if c == "clean":
+            continue
+        xc = apply_condition(x, c, condition_rng(seed + 300, c))
+        m, _ = _train(sizes, *_split(xc, y), threads=threads, device=device, progress=progress)
+        per[c] = accuracy_on(m, {c: sets[c]}, yt, threads=threads)[c]
+    timings["train_per_condition_s"] = time.perf_counter() - t0
+    return NoiseRun(clean.profile, tuple(conditions), clean_on, aug_on, model, history, which, per, timings)

@@ -9,11 +9,14 @@ from sashelpers import profiles
 
 def test_profile_entries_are_complete():
     keys = {"image_size", "supersample", "n_orient", "n_train", "n_test", "chunk_size", "seed", "net", "width",
-            "hidden", "dropout", "epochs", "batch_size", "lr", "patience", "bar_accuracy"}
+            "hidden", "dropout", "epochs", "batch_size", "lr", "patience", "bar_accuracy",
+            "aug_epochs", "aug_copies", "per_condition", "bar_augmented_worst", "bar_augmented_mean"}
     for name in profiles.PROFILES:
         sizes = profiles.get(study.STUDY, name)
         assert keys <= set(sizes), (name, keys - set(sizes))
         assert 1 / 7 < sizes["bar_accuracy"] <= 1
+        assert 0 <= sizes["bar_augmented_worst"] <= sizes["bar_augmented_mean"] <= 1
+        assert set(sizes["per_condition"]) <= set(study.CONDITIONS)
         study.data_config(sizes)  # validates
         study.build_model(sizes)
 
@@ -29,7 +32,8 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SASHELPERS_CACHE", str(tmp_path))
     tiny = {"image_size": 16, "supersample": 1, "n_orient": 4, "n_train": 70, "n_test": 14, "chunk_size": 35,
             "seed": 0, "net": "small", "width": 4, "hidden": 8, "dropout": 0.0, "epochs": 2, "batch_size": 32,
-            "lr": 1e-3, "patience": 2, "bar_accuracy": 0.5}
+            "lr": 1e-3, "patience": 2, "bar_accuracy": 0.5, "aug_epochs": 1, "aug_copies": 2,
+            "per_condition": ["gauss_0.5"]}
     monkeypatch.setitem(profiles.SIZES[study.STUDY], "quick", tiny)
     run = study.run_clean("quick", workers=1, progress=False)
     assert run.confusion.sum() == 14 and run.confusion.shape == (7, 7)
@@ -39,3 +43,12 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
     again = study.load_data("quick", workers=1, progress=False)  # now cached
     assert again["timings"]["generated_images"] == 0
     np.testing.assert_array_equal(again["test"]["images"], run.test_images)
+
+    noisy = study.run_noise(run, again, progress=False)
+    assert set(noisy.clean_model_on) == set(noisy.augmented_model_on) == set(study.CONDITIONS)
+    assert noisy.clean_model_on["clean"] == pytest.approx(run.accuracy)
+    assert all(0 <= v <= 1 for v in noisy.augmented_model_on.values())
+    assert set(noisy.per_condition) == {"clean", "gauss_0.5"}
+    n_fit = 70 - max(7, 70 // 10)
+    assert noisy.train_conditions.shape == (2 * n_fit,) and noisy.augmented_history.train_loss
+    assert noisy.augmented_worst[1] == min(noisy.augmented_model_on.values())
