@@ -349,6 +349,15 @@ def _cross_entropy(model, batch):
 
 # --- evaluation ------------------------------------------------------------------------------------
 
+def _samples_per_shape(model: ShapeInverter, log_i, labels, params, param_names, n_samples: int, seed: int):
+    """For each shape present in ``labels``: (shape, posterior samples of its curves, their true parameters)."""
+    for k, s in enumerate(model.shapes):
+        sel = labels == k
+        if sel.any():
+            cols = [list(param_names).index(p) for p in model.shape_params[s]]
+            yield s, model.posterior_samples(log_i[sel], s, n_samples, seed), params[sel][:, cols]
+
+
 def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, n_samples: int = 300,
              level: float = 0.9, seed: int = 0) -> dict:
     """Shape accuracy and confusion matrix; per shape and parameter the MAE of the posterior
@@ -362,13 +371,7 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
     np.add.at(confusion, (labels, pred), 1)
     out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(), "predicted": pred,
            "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
-    for j, s in enumerate(model.shapes):
-        sel = labels == j
-        if not sel.any():
-            continue
-        cols = [list(param_names).index(p) for p in model.shape_params[s]]
-        samples = model.posterior_samples(log_i[sel], s, n_samples, seed)
-        truth = params[sel][:, cols]
+    for s, samples, truth in _samples_per_shape(model, log_i, labels, params, param_names, n_samples, seed):
         med = np.median(samples, axis=1)
         cover = interval_coverage(samples, dequantized_truth(model.transforms[s], truth, seed), level)
         out["median"][s] = med
@@ -413,15 +416,10 @@ def baseline_xgboost(features_train, params_train, features_test, *, n_estimator
 def calibration_curves(model: ShapeInverter, log_i, shape_labels, params, param_names, levels, *,
                        n_samples: int = 300, seed: int = 0) -> dict:
     """{shape: {parameter: observed coverage at each nominal level}} on a labelled test set."""
-    labels = np.asarray(shape_labels)
     out = {}
-    for k, s in enumerate(model.shapes):
-        sel = labels == k
-        if not sel.any():
-            continue
-        cols = [list(param_names).index(p) for p in model.shape_params[s]]
-        samples = model.posterior_samples(log_i[sel], s, n_samples, seed)
-        truth = dequantized_truth(model.transforms[s], params[sel][:, cols], seed)
+    for s, samples, truth in _samples_per_shape(model, log_i, np.asarray(shape_labels), params, param_names,
+                                                n_samples, seed):
+        truth = dequantized_truth(model.transforms[s], truth, seed)
         cov = np.array([interval_coverage(samples, truth, lv) for lv in levels])
         out[s] = {p: cov[:, j] for j, p in enumerate(model.shape_params[s])}
     return out

@@ -40,6 +40,23 @@ class _ImageNet(nn.Module):
     image_size: int
     in_channels: int
 
+    def _setup(self, image_size, n_classes, in_channels, width, hidden, dropout) -> tuple[int, int, float]:
+        """Validate the shared constructor arguments and record them; return (width, hidden, dropout)."""
+        super().__init__()
+        self.image_size = _check_int("image_size", image_size, 8, 1024)
+        self.n_classes = _check_int("n_classes", n_classes, 2, 10_000)
+        self.in_channels = _check_int("in_channels", in_channels, 1, 64)
+        width = _check_int("width", width, 1, 1024)
+        hidden = _check_int("hidden", hidden, 1, 65_536)
+        dropout = _check_dropout(dropout)
+        self.config = {"image_size": self.image_size, "n_classes": self.n_classes, "in_channels": self.in_channels,
+                       "width": width, "hidden": hidden, "dropout": dropout}
+        return width, hidden, dropout
+
+    def features(self, x) -> torch.Tensor:
+        """The last hidden layer (batch, hidden): the input of the final linear layer."""
+        return self.hidden(self.conv(self._prepare(x)))
+
     def _prepare(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -72,13 +89,7 @@ class AlexNetCNN(_ImageNet):
 
     def __init__(self, image_size: int = 64, n_classes: int = 7, *, in_channels: int = 1, width: int = 32,
                  hidden: int = 256, dropout: float = 0.5):
-        super().__init__()
-        self.image_size = _check_int("image_size", image_size, 8, 1024)
-        self.n_classes = _check_int("n_classes", n_classes, 2, 10_000)
-        self.in_channels = _check_int("in_channels", in_channels, 1, 64)
-        width = _check_int("width", width, 1, 1024)
-        hidden = _check_int("hidden", hidden, 1, 65_536)
-        dropout = _check_dropout(dropout)
+        width, hidden, dropout = self._setup(image_size, n_classes, in_channels, width, hidden, dropout)
         w1, w2, w3 = width, 2 * width, 4 * width
         size = self.image_size
         layers: list[nn.Module] = []
@@ -102,12 +113,6 @@ class AlexNetCNN(_ImageNet):
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(w2 * out * out, hidden), nn.ReLU(inplace=True),
             nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(hidden, self.n_classes)
-        self.config = {"image_size": self.image_size, "n_classes": self.n_classes, "in_channels": self.in_channels,
-                       "width": width, "hidden": hidden, "dropout": dropout}
-
-    def features(self, x) -> torch.Tensor:
-        """The last hidden layer (batch, hidden): the input of the final linear layer."""
-        return self.hidden(self.conv(self._prepare(x)))
 
 
 class SmallCNN(_ImageNet):
@@ -116,13 +121,7 @@ class SmallCNN(_ImageNet):
 
     def __init__(self, image_size: int = 64, n_classes: int = 7, *, in_channels: int = 1, width: int = 16,
                  hidden: int = 64, dropout: float = 0.25):
-        super().__init__()
-        self.image_size = _check_int("image_size", image_size, 8, 1024)
-        self.n_classes = _check_int("n_classes", n_classes, 2, 10_000)
-        self.in_channels = _check_int("in_channels", in_channels, 1, 64)
-        width = _check_int("width", width, 1, 1024)
-        hidden = _check_int("hidden", hidden, 1, 65_536)
-        dropout = _check_dropout(dropout)
+        width, hidden, dropout = self._setup(image_size, n_classes, in_channels, width, hidden, dropout)
         out = min(4, self.image_size // 4)
         self.conv = nn.Sequential(
             nn.Conv2d(self.in_channels, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -130,12 +129,6 @@ class SmallCNN(_ImageNet):
             nn.AdaptiveAvgPool2d(out))
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * out * out, hidden), nn.ReLU(inplace=True))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.n_classes))
-        self.config = {"image_size": self.image_size, "n_classes": self.n_classes, "in_channels": self.in_channels,
-                       "width": width, "hidden": hidden, "dropout": dropout}
-
-    def features(self, x) -> torch.Tensor:
-        """The last hidden layer (batch, hidden)."""
-        return self.hidden(self.conv(self._prepare(x)))
 
 
 def build(name: str, **kwargs) -> nn.Module:
