@@ -313,9 +313,11 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
        clean model's weights and trained for the profile's ``aug_epochs`` (fine-tuning: cheaper
        than training from scratch, and it keeps what the clean model learned).
        ``augmented_model_on``: it on each noisy test set.
-    4. per_condition: conditions (default: the profile's ``per_condition`` list, often empty for
-       time) for which a separate model is trained and tested on that condition (the paper's
-       Tables II/III); clean is always there, from ``clean``.
+    4. per_condition: conditions (default: the profile's ``per_condition`` list) for which a
+       separate model is trained on the training set under that condition and tested on it (the
+       paper's Tables II/III); clean is always there, from ``clean``. With the profile's
+       ``per_condition_epochs`` set, each such model is fine-tuned from the clean one for that
+       many epochs (cheap); with None it is trained from scratch for ``epochs`` (as the paper).
     """
     sizes = clean.sizes
     seed = int(sizes["seed"])
@@ -349,7 +351,60 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
         if c == "clean":
             continue
         xc = apply_condition(x, c, condition_rng(seed + 300, c))
-        m, _ = _train(sizes, *_split(xc, y), threads=threads, device=device, progress=progress)
+        ft = sizes.get("per_condition_epochs")
+        m, _ = _train(sizes, *_split(xc, y), threads=threads, device=device, progress=progress,
+                      epochs=ft, init=clean.model if ft else None)
         per[c] = accuracy_on(m, {c: sets[c]}, yt, threads=threads)[c]
     timings["train_per_condition_s"] = time.perf_counter() - t0
     return NoiseRun(clean.profile, tuple(conditions), clean_on, aug_on, model, history, which, per, timings)
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy vs crystal size (the paper's Fig. 6)
+# --------------------------------------------------------------------------------------------
+
+REPS_BINS = ((1, 1), (2, 3), (4, 5), (6, 7), (8, 11), (12, 20))
+
+
+def fixed_reps_set(sizes: dict, reps: int, n_per_class: int, seed: int) -> dict:
+    """A balanced test set whose crystals all have ``reps`` cells along each lattice vector
+    (before the peak-width cap of ``gisaxs.reps_cap``), other parameters drawn as in training.
+    Not cached: meant for a few hundred images."""
+    if int(reps) != reps or reps < 1:
+        raise ValueError(f"reps={reps!r} must be a positive integer (cells per lattice vector)")
+    if int(n_per_class) != n_per_class or n_per_class < 1:
+        raise ValueError(f"n_per_class={n_per_class!r} must be a positive integer")
+    cfg = gisaxs.dataset_config(**{**data_config(sizes), "reps": [int(reps)] * 2, "reps_z": [int(reps)] * 2})
+    return gisaxs.dataset_chunk(cfg, int(seed), 0, int(n_per_class) * len(gisaxs.CLASS_NAMES))
+
+
+def accuracy_by_reps(model: torch.nn.Module, images, labels, reps, bins=REPS_BINS, *,
+                     threads: int | None = 1) -> list[dict]:
+    """Accuracy of ``model`` per bin of the in-plane cell count N1 (reps[:, 0], after the cap).
+
+    Returns one dict per non-empty bin: lo, hi, n (images), accuracy, and the binomial standard
+    error sqrt(p (1 - p) / n)."""
+    labels, n1 = np.asarray(labels), np.asarray(reps)[:, 0]
+    if len(n1) != len(labels) or len(images) != len(labels):
+        raise ValueError(f"images, labels and reps differ in length: {len(images)}, {len(labels)}, {len(n1)}")
+    with torch_threads(threads):
+        pred = nets.predict(model, images).numpy().argmax(1)
+    rows = []
+    for lo, hi in bins:
+        sel = (n1 >= lo) & (n1 <= hi)
+        if sel.any():
+            p = float((pred[sel] == labels[sel]).mean())
+            rows.append({"lo": lo, "hi": hi, "n": int(sel.sum()), "accuracy": p,
+                         "stderr": float(np.sqrt(p * (1 - p) / sel.sum()))})
+    return rows
+
+
+def example_image(sizes: dict, class_name: str, lattice_nm: float, condition: str = "clean", seed: int = 0):
+    """One log-normalised image of ``class_name`` with lattice constant ``lattice_nm`` (cube edge,
+    or HCP's in-plane spacing), the other parameters drawn as in training from ``seed``, under
+    ``condition``. Returns (image, params)."""
+    _check_condition(condition)
+    cfg = {**data_config(sizes), "lattice_nm": [float(lattice_nm)] * 2}
+    params = gisaxs.sample_parameters(class_name, gisaxs.dataset_config(**cfg), np.random.default_rng(seed))
+    image = gisaxs.render(class_name, params, cfg)
+    return apply_condition(image, condition, condition_rng(seed, condition)), params

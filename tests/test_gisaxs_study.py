@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from sashelpers import gisaxs_study as study
 from sashelpers import profiles
@@ -10,7 +11,8 @@ from sashelpers import profiles
 def test_profile_entries_are_complete():
     keys = {"image_size", "supersample", "n_orient", "n_train", "n_test", "chunk_size", "seed", "net", "width",
             "hidden", "dropout", "epochs", "batch_size", "lr", "patience", "bar_accuracy",
-            "aug_epochs", "aug_copies", "per_condition", "bar_augmented_worst", "bar_augmented_mean"}
+            "aug_epochs", "aug_copies", "per_condition", "per_condition_epochs", "n_reps1_per_class",
+            "bar_augmented_worst", "bar_augmented_mean"}
     for name in profiles.PROFILES:
         sizes = profiles.get(study.STUDY, name)
         assert keys <= set(sizes), (name, keys - set(sizes))
@@ -19,6 +21,7 @@ def test_profile_entries_are_complete():
         assert worst is None or 0 <= worst <= sizes["bar_augmented_mean"], (name, worst)
         assert 1 / 7 < sizes["bar_augmented_mean"] <= 1
         assert set(sizes["per_condition"]) <= set(study.CONDITIONS)
+        assert sizes["per_condition_epochs"] is None or sizes["per_condition_epochs"] >= 1
         study.data_config(sizes)  # validates
         study.build_model(sizes)
 
@@ -54,3 +57,33 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
     n_fit = 70 - max(7, 70 // 10)
     assert noisy.train_conditions.shape == (2 * n_fit,) and noisy.augmented_history.train_loss
     assert noisy.augmented_worst[1] == min(noisy.augmented_model_on.values())
+
+
+def test_profiles_know_the_noise_conditions():
+    assert profiles.CONDITIONS_NOISY == study.CONDITIONS[1:]
+
+
+def test_fixed_reps_set_and_accuracy_by_reps():
+    sizes = {**profiles.get(study.STUDY, "quick"), "image_size": 16, "n_orient": 3}
+    data = study.fixed_reps_set(sizes, 1, 1, seed=5)
+    assert data["images"].shape == (7, 16, 16)
+    assert (data["reps"] == 1).all()  # a single cell: the cap never binds
+    assert np.isfinite(data["images"]).all()
+
+    class Always0(torch.nn.Module):  # predicts class 0 for every image
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor([1.0, 0, 0, 0, 0, 0, 0]))
+
+        def forward(self, x):
+            return self.bias.expand(len(x), 7)
+
+    reps = np.array([[1, 1, 1], [1, 1, 1], [3, 3, 2], [3, 3, 2], [15, 15, 9]])
+    rows = study.accuracy_by_reps(Always0(), np.zeros((5, 16, 16), np.float32), [0, 1, 0, 0, 2], reps)
+    assert [(r["lo"], r["n"]) for r in rows] == [(1, 2), (2, 2), (12, 1)]
+    assert [r["accuracy"] for r in rows] == [0.5, 1.0, 0.0]
+    assert rows[0]["stderr"] == pytest.approx(0.5 / np.sqrt(2))
+    with pytest.raises(ValueError, match="differ in length"):
+        study.accuracy_by_reps(Always0(), np.zeros((4, 16, 16), np.float32), [0, 1, 0, 0, 2], reps)
+    with pytest.raises(ValueError, match="reps"):
+        study.fixed_reps_set(sizes, 0, 1, seed=5)
