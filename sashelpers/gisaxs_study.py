@@ -67,9 +67,12 @@ def load_data(profile: str | None = None, *, workers: int | None = None, progres
 
 
 def build_model(sizes: dict) -> torch.nn.Module:
-    """The profile's network (``nets.build``)."""
-    return nets.build(sizes["net"], image_size=sizes["image_size"], n_classes=len(gisaxs.CLASS_NAMES),
-                      width=sizes["width"], hidden=sizes["hidden"], dropout=sizes["dropout"])
+    """The profile's network (``nets.build``), its initial weights drawn from the profile's seed
+    (not from torch's global generator, whose state depends on what ran before)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(sizes["seed"]))
+        return nets.build(sizes["net"], image_size=sizes["image_size"], n_classes=len(gisaxs.CLASS_NAMES),
+                          width=sizes["width"], hidden=sizes["hidden"], dropout=sizes["dropout"])
 
 
 def confusion_matrix(labels, predicted, n_classes: int = 7) -> np.ndarray:

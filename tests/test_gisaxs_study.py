@@ -87,3 +87,13 @@ def test_fixed_reps_set_and_accuracy_by_reps():
         study.accuracy_by_reps(Always0(), np.zeros((4, 16, 16), np.float32), [0, 1, 0, 0, 2], reps)
     with pytest.raises(ValueError, match="reps"):
         study.fixed_reps_set(sizes, 0, 1, seed=5)
+
+
+def test_build_model_is_seeded():
+    sizes = profiles.get(study.STUDY, "quick")
+    a = study.build_model(sizes)
+    torch.rand(10)  # whatever ran before must not matter
+    b = study.build_model(sizes)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    c = study.build_model({**sizes, "seed": sizes["seed"] + 1})
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
