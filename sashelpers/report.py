@@ -4,6 +4,10 @@ Every notebook ends with ``record(study, metrics, paper=...)``, which writes
 ``_build/results/<study>.json`` (or under ``SASHELPERS_RESULTS``): the profile, the metrics,
 the paper's values, timings, hardware, package versions and the date. ``make book`` renders
 the scorecard page from these files, so every number on it comes from a run.
+
+Runs at a profile that neither CI nor a laptop repeats (``paper``) are archived in git under
+``book/records/<study>@<profile>.json`` with ``python -m sashelpers.report archive <study>``, so
+a notebook run at ``standard`` can show them next to its own numbers (``archived``).
 """
 
 from __future__ import annotations
@@ -105,6 +109,29 @@ def record(study: str, metrics: dict, *, paper: dict | None = None, timings: dic
     return out
 
 
+def archive_dir() -> Path:
+    """``book/records``: records of runs at profiles CI does not repeat, kept in git."""
+    return repo_root() / "book" / "records"
+
+
+def archive(study: str, results: Path | None = None, dest: Path | None = None) -> Path:
+    """Copy the current record of ``study`` to ``<dest or archive_dir()>/<study>@<profile>.json``."""
+    src = (Path(results) if results is not None else results_dir()) / f"{study}.json"
+    if not src.exists():
+        raise FileNotFoundError(f"no record {src}: run the notebook first")
+    rec = json.loads(src.read_text())
+    out = Path(dest or archive_dir()) / f"{study}@{rec['profile']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rec, indent=1) + "\n")
+    return out
+
+
+def archived(study: str, profile: str, folder: Path | None = None) -> dict | None:
+    """The archived record of ``study`` at ``profile``, or None if there is none."""
+    path = Path(folder or archive_dir()) / f"{study}@{profiles.current_profile(profile)}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def load_records(folder: Path | None = None) -> list[dict]:
     """All results records in ``folder`` (default: results_dir()), sorted by study."""
     folder = Path(folder) if folder is not None else results_dir()
@@ -170,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--page", type=Path, required=True, help="template page holding the marker")
     sc.add_argument("--out", type=Path, required=True, help="rendered page to write")
     sc.add_argument("--results", type=Path, default=None, help="folder of results records")
+    ar = sub.add_parser("archive", help="copy a study's current record to book/records/<study>@<profile>.json")
+    ar.add_argument("study", help="notebook stem, e.g. 01_inn_analytic_scatterers")
+    ar.add_argument("--results", type=Path, default=None, help="folder of results records")
     args = parser.parse_args(argv)
+    if args.cmd == "archive":
+        print(f"archived -> {archive(args.study, args.results)}")
+        return 0
     out = render_scorecard(args.page, args.out, args.results)
     print(f"scorecard: {len(load_records(args.results))} record(s) -> {out}")
     return 0

@@ -50,3 +50,15 @@ def test_profiles():
     a = profiles.get("00_scattering_primer", "quick")
     a["n"] = -1
     assert profiles.get("00_scattering_primer", "quick")["n"] > 0  # a copy, not the table
+
+
+def test_archive_round_trip(results_tmp, tmp_path):
+    report.record("00_test", {"acc": 0.5}, profile="paper")
+    out = report.archive("00_test", dest=tmp_path / "records")
+    assert out.name == "00_test@paper.json"
+    assert report.archived("00_test", "paper", tmp_path / "records")["metrics"] == {"acc": 0.5}
+    assert report.archived("00_test", "standard", tmp_path / "records") is None
+    with pytest.raises(FileNotFoundError, match="run the notebook"):
+        report.archive("01_missing", dest=tmp_path / "records")
+    with pytest.raises(ValueError, match="profile"):
+        report.archived("00_test", "huge", tmp_path / "records")
