@@ -170,7 +170,8 @@ def scorecard_table(records: list[dict]) -> str:
         metrics, paper = flatten(rec["metrics"]), flatten(rec.get("paper", {}))
         hw = rec.get("hardware", {})
         device = hw.get("gpu") or f"{hw.get('node_cpus', '?')} CPU cores"
-        out += [f"## {rec['study']}", "",
+        title = f"{rec['study']} (archived `{rec['profile']}` run)" if rec.get("archived") else rec["study"]
+        out += [f"## {title}", "",
                 f"Profile `{rec['profile']}`, {device}, {rec['date'][:10]}.", "",
                 "| quantity | paper (or known answer) | this run |", "| --- | --- | --- |"]
         for key in list(metrics) + [k for k in paper if k not in metrics]:
@@ -179,14 +180,22 @@ def scorecard_table(records: list[dict]) -> str:
     return "\n".join(out)
 
 
-def render_scorecard(page: Path, out: Path, results: Path | None = None) -> Path:
-    """Copy the scorecard page template to ``out`` with its marker replaced by the table."""
+def render_scorecard(page: Path, out: Path, results: Path | None = None, archive: Path | None = None) -> Path:
+    """Copy the scorecard page template to ``out`` with its marker replaced by the table: the
+    records in ``results``, then the archived ones (``archive_dir()``) of other profiles."""
     text = Path(page).read_text()
     if SCORECARD_MARKER not in text:
         raise ValueError(f"{page} has no {SCORECARD_MARKER} line to replace")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text.replace(SCORECARD_MARKER, scorecard_table(load_records(results))))
+    records = load_records(results)
+    current = {(r["study"], r["profile"]) for r in records}
+    folder = Path(archive) if archive is not None else archive_dir()
+    for rec in load_records(folder) if folder.exists() else []:
+        if (rec["study"], rec["profile"]) not in current:
+            records.append({**rec, "archived": True})
+    records.sort(key=lambda r: (r["study"], bool(r.get("archived"))))
+    out.write_text(text.replace(SCORECARD_MARKER, scorecard_table(records)))
     return out
 
 

@@ -62,3 +62,17 @@ def test_archive_round_trip(results_tmp, tmp_path):
         report.archive("01_missing", dest=tmp_path / "records")
     with pytest.raises(ValueError, match="profile"):
         report.archived("00_test", "huge", tmp_path / "records")
+
+
+def test_scorecard_adds_archived_runs_of_other_profiles(results_tmp, tmp_path):
+    report.record("00_test", {"acc": 0.5}, profile="paper")
+    report.archive("00_test", dest=tmp_path / "records")
+    report.record("00_test", {"acc": 0.25}, profile="quick")
+    page = tmp_path / "page.md"
+    page.write_text("# Scorecard\n\n" + report.SCORECARD_MARKER + "\n")
+    text = report.render_scorecard(page, tmp_path / "out.md", archive=tmp_path / "records").read_text()
+    assert "## 00_test\n" in text and "## 00_test (archived `paper` run)" in text
+    assert text.index("0.25") < text.index("0.5 |")
+    report.record("00_test", {"acc": 0.75}, profile="paper")  # the current run wins over the archive
+    text = report.render_scorecard(page, tmp_path / "out.md", archive=tmp_path / "records").read_text()
+    assert "archived" not in text and "0.75" in text
