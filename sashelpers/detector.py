@@ -341,11 +341,14 @@ def q_extent(shape, geometry) -> tuple[float, float, float, float]:
     return float(qy[0]), float(qy[1]), float(qz[0]), float(qz[1])
 
 
-def plot_measurement(ax, image, geometry, *, decades: float = 6.0, title: str = ""):
-    """log10 of a detector image on q axes (``q_extent``), rows upward, masked pixels blank."""
+def plot_measurement(ax, image, geometry, *, title: str = ""):
+    """log10 of a detector image on q axes (``q_extent``), rows upward, masked pixels blank;
+    pixels <= 0 (no counts) are drawn at half the smallest positive value. Returns the image."""
     a = _check_image(image)
-    peak = np.nanmax(a)
-    shown = np.log10(np.clip(a, peak * 10.0 ** -decades, None))
+    positive = a[np.isfinite(a) & (a > 0)]
+    if positive.size == 0:
+        raise ValueError("image has no positive pixel to show on a log scale")
+    shown = np.log10(np.clip(a, 0.5 * positive.min(), None))
     im = ax.imshow(shown, origin="lower", extent=q_extent(a.shape, geometry), cmap="viridis",
                    interpolation="nearest", aspect="equal")
     ax.set(xlabel=r"$q_y$ (nm$^{-1}$)", ylabel=r"$q_z$ (nm$^{-1}$)", title=title)
