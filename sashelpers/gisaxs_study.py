@@ -319,8 +319,9 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
     4. per_condition: conditions (default: the profile's ``per_condition`` list) for which a
        separate model is trained on the training set under that condition and tested on it (the
        paper's Tables II/III); clean is always there, from ``clean``. With the profile's
-       ``per_condition_epochs`` set, each such model is fine-tuned from the clean one for that
-       many epochs (cheap); with None it is trained from scratch for ``epochs`` (as the paper).
+       ``per_condition_epochs`` set, each such model is the noise-augmented model of step 3
+       fine-tuned on that condition alone for that many epochs (cheap: a specialist that starts
+       from a generalist); with None it is trained from scratch for ``epochs`` (as the paper).
     """
     sizes = clean.sizes
     seed = int(sizes["seed"])
@@ -356,7 +357,7 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
         xc = apply_condition(x, c, condition_rng(seed + 300, c))
         ft = sizes.get("per_condition_epochs")
         m, _ = _train(sizes, *_split(xc, y), threads=threads, device=device, progress=progress,
-                      epochs=ft, init=clean.model if ft else None)
+                      epochs=ft, init=model if ft else None)
         per[c] = accuracy_on(m, {c: sets[c]}, yt, threads=threads)[c]
     timings["train_per_condition_s"] = time.perf_counter() - t0
     return NoiseRun(clean.profile, tuple(conditions), clean_on, aug_on, model, history, which, per, timings)
