@@ -54,7 +54,7 @@ SIZES: dict[str, dict[str, dict]] = {
     # n_reps1_per_class: images per class of the single-cell (N = 1) set of the crystal-size figure;
     # bar_augmented_worst / _mean are on the augmented model's worst condition / mean over conditions
     # (measured worst/mean: quick 0.19-0.31 / 0.55-0.61 at 32 px, where res_25 leaves 6 px and
-    # sits near chance, so quick has no worst-condition bar (None); standard 0.46/0.77;
+    # sits near chance, so quick has no worst-condition bar (None); standard 0.42-0.47 / 0.72-0.78;
     # paper: the goal, not yet run).
     "03_gisaxs_cnn_noise": {
         "quick": {"image_size": 32, "supersample": 2, "n_orient": 30, "n_train": 1400, "n_test": 350,
