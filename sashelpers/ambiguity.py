@@ -374,9 +374,42 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
 # the table: every shape's best fit for every curve
 # ---------------------------------------------------------------------------------------------
 
+def _merge_fits(old: dict, new: dict, rows: np.ndarray) -> dict:
+    """Fits of ``rows`` redone (``new``) merged into ``old``: the better best fit per curve, and
+    all converged starts of both (for ``log_evidence``'s modes)."""
+    out = dict(old)
+    better = new["deviance"] < old["deviance"][rows]
+    out["deviance"] = old["deviance"].copy()
+    out["deviance"][rows[better]] = new["deviance"][better]
+    out["params"] = {k: v.copy() for k, v in old["params"].items()}
+    for k, v in new["params"].items():
+        out["params"][k][rows[better]] = v[better]
+    n_fix = len(old["fixed"])
+    k = old["all_u"].shape[-1]
+    s_old, s_new = old["n_starts"], new["n_starts"]
+    u = np.full((old["all_u"].shape[0], n_fix, s_old + s_new, k), np.nan)
+    dv = np.full((old["all_u"].shape[0], n_fix, s_old + s_new), np.inf)
+    u[:, :, :s_old] = old["all_u"].reshape(-1, n_fix, s_old, k)
+    dv[:, :, :s_old] = old["all_deviance"].reshape(-1, n_fix, s_old)
+    u[:, :, s_old:] = np.repeat(u[:, :, :1], s_new, axis=2)       # curves not redone: copies
+    dv[:, :, s_old:] = np.repeat(dv[:, :, :1], s_new, axis=2)
+    u[rows, :, s_old:] = new["all_u"].reshape(-1, n_fix, s_new, k)
+    dv[rows, :, s_old:] = new["all_deviance"].reshape(-1, n_fix, s_new)
+    out.update(all_u=u.reshape(u.shape[0], -1, k), all_deviance=dv.reshape(dv.shape[0], -1),
+               n_starts=s_old + s_new, n_eval=old["n_eval"] + new["n_eval"])
+    return out
+
+
 def ambiguity_table(q_nm, log_i, labels, *, shapes=sc.SHAPES, noise: float = NOISE,
-                    fit_kwargs: dict | None = None, keep_fits: bool = False) -> dict:
+                    fit_kwargs: dict | None = None, keep_fits: bool = False,
+                    refine_window: float = 30.0, refine_starts: int = 8) -> dict:
     """Best-fit deviance of each shape for each curve, and the maximum-likelihood verdict.
+
+    Every shape is fitted to every curve (``best_fit``); then, where two or more shapes come
+    within ``refine_window`` of the curve's best, those shapes are fitted again from
+    ``refine_starts`` starts (a cylinder that mimics a sphere has separate optima, with the
+    dispersity in the radius or in the length, which two starts can miss). Label-free: the
+    labels are used only for the margins.
 
     Returns {"deviance": (n, n_shapes), "params": {shape: {name: (n,)}}, "ml_shape": (n,) index
     of the best-fitting shape, "margin": (n,) best wrong-shape deviance minus the true shape's
@@ -392,11 +425,21 @@ def ambiguity_table(q_nm, log_i, labels, *, shapes=sc.SHAPES, noise: float = NOI
                          f"shapes); got shape {labels.shape}, dtype {labels.dtype}")
     fits = {s: best_fit(s, q, y, noise=noise, return_all=True, **(fit_kwargs or {})) for s in shapes}
     D = np.stack([fits[s]["deviance"] for s in shapes], axis=1)
+    if refine_window and refine_window > 0 and len(shapes) > 1:
+        near = D <= D.min(axis=1, keepdims=True) + refine_window
+        near &= near.sum(axis=1, keepdims=True) > 1
+        for k, s in enumerate(shapes):
+            rows = np.flatnonzero(near[:, k])
+            if rows.size and refine_starts > fits[s]["n_starts"]:
+                kw = dict(fit_kwargs or {}, n_starts=int(refine_starts))
+                again = best_fit(s, q, y[rows], noise=noise, return_all=True, **kw)
+                fits[s] = _merge_fits(fits[s], again, rows)
+        D = np.stack([fits[s]["deviance"] for s in shapes], axis=1)
     n = y.shape[0]
     true = D[np.arange(n), labels]
     wrong = D.copy()
     wrong[np.arange(n), labels] = np.inf
-    out = {"deviance": D, "params": {s: fits[s]["params"] for s in shapes}, "ml_shape": np.argmin(D, 1),
+    out = {"deviance": D, "params": {s: fits[s]["params"] for s in shapes}, "ml_shape": np.argmin(D, 1), "noise": noise,
            "margin": wrong.min(1) - true, "rival": np.argmin(wrong, 1), "labels": labels, "shapes": shapes}
     if keep_fits:
         out["fits"] = fits
@@ -617,3 +660,157 @@ def shape_posteriors(log_z: np.ndarray, log_prior_shape=None) -> np.ndarray:
     if log_prior_shape is not None:
         lz = lz + np.asarray(log_prior_shape)
     return np.exp(lz - logsumexp(lz, axis=1, keepdims=True))
+
+
+def posteriors(q_nm, log_i, table: dict, *, window: float = 60.0, evidence_kwargs: dict | None = None) -> dict:
+    """p(shape | curve) for the curves of ``ambiguity_table(..., keep_fits=True)``.
+
+    Where two or more shapes have a best deviance within ``window`` of the curve's best, each of
+    them gets a marginal likelihood from ``log_evidence``; the others get their upper bound
+    -deviance/2 (the Occam factor is <= 1), which can only overstate their posterior. Where only
+    one shape is within ``window``, it gets posterior 1 without sampling (a likelihood ratio of
+    e^-30 or less, which Occam factors of e^-10 to e^-30 do not overturn in practice).
+    Equal shape priors (study 1 is balanced).
+    Returns {"log_z": (n, n_shapes) (NaN where bounded), "posterior": (n, n_shapes),
+    "bayes_shape": (n,), "ess": (n, n_shapes)}.
+    """
+    _, y, _ = _check_curves(q_nm, log_i)
+    if "fits" not in table:
+        raise ValueError("table has no fits: call ambiguity_table(..., keep_fits=True)")
+    D = table["deviance"]
+    if D.shape[0] != y.shape[0]:
+        raise ValueError(f"table holds {D.shape[0]} curves but log_i {y.shape[0]}")
+    near = D <= D.min(axis=1, keepdims=True) + window
+    near &= near.sum(axis=1, keepdims=True) > 1
+    log_z = np.full(D.shape, np.nan)
+    ess = np.full(D.shape, np.nan)
+    for k, shape in enumerate(table["shapes"]):
+        rows = np.flatnonzero(near[:, k])
+        if rows.size == 0:
+            continue
+        fit = dict(table["fits"][shape])
+        fit["all_u"], fit["all_deviance"] = fit["all_u"][rows], fit["all_deviance"][rows]
+        ev = log_evidence(shape, q_nm, y[rows], fit, noise=table.get("noise", NOISE), **(evidence_kwargs or {}))
+        log_z[rows, k], ess[rows, k] = ev["log_z"], ev["ess"]
+    post = shape_posteriors(np.where(np.isnan(log_z), -0.5 * D, log_z))
+    alone = ~near.any(axis=1)
+    post[alone] = np.eye(D.shape[1])[np.argmin(D[alone], axis=1)]
+    return {"log_z": log_z, "posterior": post, "bayes_shape": np.argmax(post, axis=1), "ess": ess}
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook glue: a random subset of the test set plus the curves a model got wrong
+# ---------------------------------------------------------------------------------------------
+
+def check_subset(q_nm, log_i, labels, *, n_random: int, include=None, max_include: int | None = None,
+                 seed: int = 0, fit_kwargs: dict | None = None, evidence: bool = True,
+                 evidence_kwargs: dict | None = None) -> dict:
+    """``ambiguity_table`` on ``n_random`` curves drawn at random from (log_i, labels) plus the
+    curves ``include`` (e.g. a classifier's errors; at most ``max_include`` of them, drawn at
+    random), and with ``evidence`` the shape posteriors (``posteriors``). Returns the table with
+    "index" (rows of log_i), "random" and "included" masks, and "posterior", "bayes_shape"."""
+    _, y, _ = _check_curves(q_nm, log_i)
+    n = y.shape[0]
+    if int(n_random) != n_random or not 0 <= n_random <= n:
+        raise ValueError(f"n_random={n_random!r} must be an integer in [0, {n}]")
+    rng = np.random.default_rng(seed)
+    rand = rng.permutation(n)[: int(n_random)]
+    inc = np.unique(np.asarray([] if include is None else include, dtype=np.int64))
+    if inc.size and (inc.min() < 0 or inc.max() >= n):
+        raise ValueError(f"include holds indices outside [0, {n})")
+    if max_include is not None and inc.size > max_include:
+        inc = np.sort(rng.choice(inc, int(max_include), replace=False))
+    index = np.union1d(rand, inc)
+    if index.size == 0:
+        raise ValueError("nothing to check: n_random = 0 and include is empty")
+    table = ambiguity_table(q_nm, y[index], np.asarray(labels)[index], fit_kwargs=fit_kwargs,
+                            keep_fits=evidence)
+    table.update(index=index, random=np.isin(index, rand), included=np.isin(index, inc))
+    if evidence:
+        table.update(posteriors(q_nm, y[index], table, evidence_kwargs=evidence_kwargs))
+        del table["fits"]
+    return table
+
+
+def markdown_report(result: dict) -> str:
+    """A short markdown summary of ``check_subset``: how often the maximum-likelihood and (with
+    posteriors) the Bayes classifier err on the random curves, with 95 % intervals, and what
+    they say about the included curves (e.g. a network's errors)."""
+    shapes, lab = result["shapes"], result["labels"]
+    has_post = "posterior" in result
+    lines = []
+
+    def frac(mask):
+        k, n = int(np.sum(mask)), int(np.size(mask))
+        lo, hi = binomial_interval(k, n)
+        return f"{k}/{n} ({k / n:.1%}; 95 % interval {lo:.1%}–{hi:.1%})"
+
+    r = result["random"]
+    if r.any():
+        ml_err = result["margin"][r] <= 0
+        lines.append(f"- **{int(r.sum())} random test curves.** Maximum likelihood (best fit of each shape) "
+                     f"picks a wrong shape for {frac(ml_err)}; a wrong shape comes within 6 deviance units "
+                     f"for {int(np.sum(result['margin'][r] < 6))}.")
+        if has_post:
+            p = result["posterior"][r]
+            b_err = result["bayes_shape"][r] != lab[r]
+            lines.append(f"- Bayes classifier (prior-weighted marginal likelihoods): wrong for {frac(b_err)}; "
+                         f"expected error rate, mean of 1 − max p(shape | curve): {np.mean(1 - p.max(1)):.2%}.")
+    inc = result["included"]
+    if inc.any():
+        m = result["margin"][inc]
+        line = (f"- **{int(inc.sum())} included curves** (the network's errors): a wrong shape fits at least as "
+                f"well for {int(np.sum(m <= 0))}, within 6 units for {int(np.sum(m < 6))}; the true shape fits "
+                f"better by >= 20 for {int(np.sum(m >= 20))}.")
+        if has_post:
+            pt = result["posterior"][inc, lab[inc]]
+            line += (f" The Bayes classifier gets {int(np.sum(result['bayes_shape'][inc] == lab[inc]))} of them "
+                     f"right; p(true shape | curve) > 0.9 for {int(np.sum(pt > 0.9))}.")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    """``python -m sashelpers.ambiguity``: the check on study 1's test set (the notebook's split).
+
+    Needs the cached study-1 dataset (SASHELPERS_CACHE) and, for --model, a saved ShapeInverter.
+    The whole test set (--n-random 1500) takes ~12 CPU-minutes of fits plus ~15 of sampling on
+    one core of a 2-core machine.
+    """
+    import argparse
+    import time
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("--n-random", type=int, default=200, help="random test curves to check")
+    ap.add_argument("--model", default=None, help="saved ShapeInverter (.pt): its errors are checked too")
+    ap.add_argument("--n-per-shape", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="save the result arrays to this .npz")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = sc.make_dataset(n_per_shape=args.n_per_shape, seed=args.seed, workers=1, engine="torch", progress=False)
+    q, log_i, labels = data["q_nm"], data["log_i"], data["shape"]
+    order = np.random.default_rng(args.seed).permutation(len(labels))
+    test = order[: len(order) // 10]
+    include = None
+    if args.model:
+        from .inn import ShapeInverter
+
+        predicted = ShapeInverter.load(args.model).shape_probabilities(log_i[test]).argmax(1)
+        include = np.flatnonzero(predicted != labels[test])
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = check_subset(q, log_i[test], labels[test], n_random=min(args.n_random, len(test)), include=include,
+                       seed=args.seed)
+    print(markdown_report(res))
+    print(f"{len(res['index'])} curves in {time.perf_counter() - t0:.0f} s wall, "
+          f"{time.process_time() - c0:.0f} s CPU")
+    if args.out:
+        np.savez(args.out, **{k: v for k, v in res.items() if isinstance(v, np.ndarray)})
+    return res
+
+
+if __name__ == "__main__":
+    main()

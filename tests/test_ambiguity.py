@@ -78,10 +78,22 @@ def test_a_different_shape_fits_badly():
     assert as_cylinder["params"]["length_nm"] < 3 * as_cylinder["params"]["radius_nm"]
 
 
-def test_ambiguity_table_and_summary_on_clear_cases():
+@pytest.fixture(scope="module")
+def clear_cases():
+    """A sphere of R = 4 nm and a 30 nm rod, noise-free, with the table of their fits."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     y = np.stack([clean("sphere", radius_nm=4.0), clean("cylinder", radius_nm=1.0, length_nm=30.0)])
-    shapes = ("sphere", "cylinder")
-    tab = am.ambiguity_table(Q, y, np.array([0, 1]), shapes=shapes, fit_kwargs=SMALL)
+    tab = am.ambiguity_table(Q, y, np.array([0, 1]), shapes=("sphere", "cylinder"), fit_kwargs=SMALL,
+                             keep_fits=True)
+    torch.set_num_threads(n)
+    return y, tab
+
+
+def test_ambiguity_table_and_summary_on_clear_cases(clear_cases):
+    _, tab = clear_cases
     assert tab["deviance"].shape == (2, 2)
     assert list(tab["ml_shape"]) == [0, 1] and np.all(tab["margin"] > 100)
     s = am.summarize(tab)
@@ -123,3 +135,27 @@ def test_bad_arguments_raise():
         am.best_fit("sphere", Q, y, noise=0.0)
     with pytest.raises(ValueError, match="labels"):
         am.ambiguity_table(Q, y[None], np.array([3]))
+
+
+def test_evidence_of_a_well_determined_sphere_matches_laplace():
+    # R = 3 nm: a sharp, near-Gaussian posterior, where Laplace's approximation is accurate
+    rng = np.random.default_rng(1)
+    y = clean("sphere") + np.log(rng.normal(1.0, 0.1, Q.size))
+    fit = am.best_fit("sphere", Q, y[None], return_all=True, **SMALL)
+    ev = am.log_evidence("sphere", Q, y[None], fit, n_samples=300, n_rounds=3)
+    names = am.fit_names("sphere")
+    u = fit["all_u"][0, np.argmin(fit["all_deviance"][0])]
+    cov = am._fisher_cov("sphere", Q, names, u, {}, am.NOISE, None, "cpu")
+    laplace = (-0.5 * fit["deviance"][0] + am.log_prior("sphere", am.to_params(names, u)) + u[0]
+               + np.log(2 * np.pi) + 0.5 * np.log(np.linalg.det(cov)))
+    assert ev["log_z"][0] == pytest.approx(laplace, abs=0.3)
+    assert ev["log_occam"][0] < 0 and ev["ess"][0] > 100
+
+
+def test_posteriors_of_clear_cases(clear_cases):
+    y, tab = clear_cases
+    post = am.posteriors(Q, y, tab, evidence_kwargs={"n_samples": 100, "n_rounds": 2})
+    np.testing.assert_allclose(post["posterior"], [[1, 0], [0, 1]], atol=1e-12)
+    assert np.isnan(post["log_z"]).all()          # one shape within the window: nothing to sample
+    with pytest.raises(ValueError, match="keep_fits"):
+        am.posteriors(Q, y, {k: v for k, v in tab.items() if k != "fits"})
