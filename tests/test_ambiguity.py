@@ -135,6 +135,10 @@ def test_bad_arguments_raise():
         am.best_fit("sphere", Q, y, noise=0.0)
     with pytest.raises(ValueError, match="labels"):
         am.ambiguity_table(Q, y[None], np.array([3]))
+    with pytest.raises(ValueError, match="n_random"):
+        am.check_subset(Q, y[None], np.array([0]), n_random=5)
+    with pytest.raises(ValueError, match="effort"):
+        am.check_subset(Q, y[None], np.array([0]), n_random=1, effort="slow")
 
 
 def test_evidence_of_a_well_determined_sphere_matches_laplace():
