@@ -1,0 +1,165 @@
+"""Known-answer tests for sashelpers.ambiguity: the likelihood, the fits, the table, bad input."""
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from sashelpers import ambiguity as am
+from sashelpers import scatterers as sc
+
+Q = sc.default_q_nm()
+SMALL = {"library_size": 200}          # small libraries keep these tests fast
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the batches are small, and on a busy machine more threads only wait."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+TRUTH = {
+    "sphere": {"radius_nm": 3.0, "radius_pd": 0.1},
+    "sphere@hardsphere": {"radius_nm": 2.5, "radius_pd": 0.08, "volfraction": 0.2},
+    "cylinder": {"radius_nm": 1.5, "radius_pd": 0.1, "length_nm": 12.0, "length_pd": 0.12},
+}
+
+
+def clean(shape, **pars):
+    p = dict(TRUTH[shape], **pars)
+    return np.log(sc.torch_intensity(shape, Q, {k: np.array([v]) for k, v in p.items()}, device="cpu").numpy()[0])
+
+
+def test_deviance_is_the_gaussian_in_i_likelihood():
+    rng = np.random.default_rng(0)
+    model = np.log(rng.uniform(0.01, 100.0, 50))
+    i_true = np.exp(model)
+    i_obs = i_true * rng.normal(1.0, 0.1, 50)
+    # -2 log p(log I_obs) = -2 [log N(I_obs; I_true, 0.1 I_true) + log I_obs]
+    ref = -2.0 * np.sum(norm.logpdf(i_obs, i_true, 0.1 * i_true) + np.log(i_obs))
+    const = 50 * np.log(2 * np.pi * 0.1 ** 2)
+    assert am.deviance(np.log(i_obs), model) == pytest.approx(ref - const, rel=1e-10)
+    assert am.deviance(model, model) == 0.0
+
+
+@pytest.mark.parametrize("shape", sc.SHAPES)
+def test_best_fit_recovers_noise_free_parameters(shape):
+    fit = am.best_fit(shape, Q, clean(shape), **SMALL)
+    got, want = fit["params"], TRUTH[shape]
+    assert set(got) == set(want)
+    # a noise-free curve's ML point is not exactly the truth: the likelihood of I * N(1, 0.1)
+    # peaks where the model lies ~sigma^2 = 1 % below the data, and the length / length width
+    # of a 12 nm cylinder trade off weakly (q_min L / 2 = 0.18): tolerances of that size
+    tol = {"radius_nm": 0.01, "length_nm": 0.03}
+    for name, value in want.items():
+        if name in tol:
+            assert got[name] == pytest.approx(value, rel=tol[name]), (name, got)
+        elif name == "volfraction":
+            assert got[name] == pytest.approx(value), got
+        else:
+            assert got[name] == pytest.approx(value, abs=0.05), (name, got)
+    # the noise-free curve itself has deviance 0; the best fit at most ~n_q * sigma^2 below
+    assert -0.015 * Q.size <= fit["deviance"] <= 1e-6
+
+
+def test_a_different_shape_fits_badly():
+    sphere = clean("sphere", radius_nm=4.0)
+    rod = clean("cylinder", radius_nm=1.0, length_nm=30.0)
+    as_cylinder = am.best_fit("cylinder", Q, sphere, **SMALL)
+    as_sphere = am.best_fit("sphere", Q, rod, **SMALL)["deviance"]
+    as_hard_spheres = am.best_fit("sphere@hardsphere", Q, rod, **SMALL)["deviance"]
+    assert as_sphere > 1e4 and as_hard_spheres > 1e4, (as_sphere, as_hard_spheres)
+    # a squat polydisperse cylinder (L ~ 1.6 R) mimics the R = 4 nm sphere far better, but the
+    # sphere still wins by > 100 (noise-free: 136; a likelihood ratio of e^-68)
+    assert as_cylinder["deviance"] > 100, as_cylinder
+    assert as_cylinder["params"]["length_nm"] < 3 * as_cylinder["params"]["radius_nm"]
+
+
+@pytest.fixture(scope="module")
+def clear_cases():
+    """A sphere of R = 4 nm and a 30 nm rod, noise-free, with the table of their fits."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    y = np.stack([clean("sphere", radius_nm=4.0), clean("cylinder", radius_nm=1.0, length_nm=30.0)])
+    tab = am.ambiguity_table(Q, y, np.array([0, 1]), shapes=("sphere", "cylinder"), fit_kwargs=SMALL,
+                             keep_fits=True)
+    torch.set_num_threads(n)
+    return y, tab
+
+
+def test_ambiguity_table_and_summary_on_clear_cases(clear_cases):
+    _, tab = clear_cases
+    assert tab["deviance"].shape == (2, 2)
+    assert list(tab["ml_shape"]) == [0, 1] and np.all(tab["margin"] > 100)
+    s = am.summarize(tab)
+    assert s["ml_error"]["k"] == 0 and s["ml_error"]["n"] == 2
+    assert s["ml_confusion"].tolist() == [[1, 0], [0, 1]]
+
+
+def test_binomial_interval_known_values():
+    lo, hi = am.binomial_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** 0.1, rel=1e-9)
+    lo, hi = am.binomial_interval(5, 10)
+    assert lo == pytest.approx(0.187086, abs=1e-6) and hi == pytest.approx(0.812914, abs=1e-6)
+
+
+def test_shape_posteriors_normalise():
+    p = am.shape_posteriors(np.array([[0.0, np.log(3.0), -np.inf]]))
+    np.testing.assert_allclose(p, [[0.25, 0.75, 0.0]])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda y: y[:-1], "length mismatch"),
+    (lambda y: np.where(np.arange(y.size) == 7, np.nan, y), "non-finite"),
+    (lambda y: np.where(np.arange(y.size) == 7, np.inf, y), "non-finite"),
+    (lambda y: np.empty((0, y.size)), "no curves"),
+])
+def test_bad_curves_raise(bad, match):
+    y = clean("sphere")
+    with pytest.raises(ValueError, match=match):
+        am.best_fit("sphere", Q, bad(y))
+
+
+def test_bad_arguments_raise():
+    y = clean("sphere")
+    with pytest.raises(ValueError, match="not a study-1 shape"):
+        am.best_fit("ellipsoid", Q, y)
+    with pytest.raises(ValueError, match="q_nm"):
+        am.best_fit("sphere", -Q, y)
+    with pytest.raises(ValueError, match="noise"):
+        am.best_fit("sphere", Q, y, noise=0.0)
+    with pytest.raises(ValueError, match="labels"):
+        am.ambiguity_table(Q, y[None], np.array([3]))
+    with pytest.raises(ValueError, match="n_random"):
+        am.check_subset(Q, y[None], np.array([0]), n_random=5)
+    with pytest.raises(ValueError, match="effort"):
+        am.check_subset(Q, y[None], np.array([0]), n_random=1, effort="slow")
+
+
+def test_evidence_of_a_well_determined_sphere_matches_laplace():
+    # R = 3 nm: a sharp, near-Gaussian posterior, where Laplace's approximation is accurate
+    rng = np.random.default_rng(1)
+    y = clean("sphere") + np.log(rng.normal(1.0, 0.1, Q.size))
+    fit = am.best_fit("sphere", Q, y[None], return_all=True, **SMALL)
+    ev = am.log_evidence("sphere", Q, y[None], fit, n_samples=300, n_rounds=3)
+    names = am.fit_names("sphere")
+    u = fit["all_u"][0, np.argmin(fit["all_deviance"][0])]
+    cov = am._fisher_cov("sphere", Q, names, u, {}, am.NOISE, None, "cpu")
+    laplace = (-0.5 * fit["deviance"][0] + am.log_prior("sphere", am.to_params(names, u)) + u[0]
+               + np.log(2 * np.pi) + 0.5 * np.log(np.linalg.det(cov)))
+    assert ev["log_z"][0] == pytest.approx(laplace, abs=0.3)
+    assert ev["log_occam"][0] < 0 and ev["ess"][0] > 100
+
+
+def test_posteriors_of_clear_cases(clear_cases):
+    y, tab = clear_cases
+    post = am.posteriors(Q, y, tab, evidence_kwargs={"n_samples": 100, "n_rounds": 2})
+    np.testing.assert_allclose(post["posterior"], [[1, 0], [0, 1]], atol=1e-12)
+    assert np.isnan(post["log_z"]).all()          # one shape within the window: nothing to sample
+    with pytest.raises(ValueError, match="keep_fits"):
+        am.posteriors(Q, y, {k: v for k, v in tab.items() if k != "fits"})
