@@ -146,13 +146,19 @@ def classification_loss(model: nn.Module, batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities (N, n_classes) for images x (array or tensor), in eval mode, on the model's device."""
+def logits(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
+    """Raw outputs (N, n_classes) for images x (array or tensor, (N, S, S) or (N, 1, S, S)), in eval
+    mode, batched on the model's device, returned on the CPU."""
     model.eval()
     device = next(model.parameters()).device
     x = torch.as_tensor(x).float()
-    out = [torch.softmax(model(x[s:s + batch_size].to(device)), dim=1).cpu() for s in range(0, len(x), batch_size)]
+    out = [model(x[s:s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, getattr(model, "n_classes", 0))
 
 
-__all__ = ["AlexNetCNN", "SmallCNN", "build", "classification_loss", "predict"]
+def predict(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities (N, n_classes): the softmax of ``logits``."""
+    return torch.softmax(logits(model, x, batch_size), dim=1)
+
+
+__all__ = ["AlexNetCNN", "SmallCNN", "build", "classification_loss", "logits", "predict"]

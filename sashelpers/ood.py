@@ -31,6 +31,8 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
+from . import nets
+
 SCORES = ("msp", "entropy", "energy")  # the scores computed from the logits
 
 
@@ -182,17 +184,6 @@ def fit_pca(images, n_components: int = 20, seed: int = 0) -> PCAReconstruction:
 
 
 @torch.no_grad()
-def logits_of(model: torch.nn.Module, images, batch_size: int = 256) -> np.ndarray:
-    """The model's logits (n, K) float64 for images (n, S, S) or (n, 1, S, S), in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if x.ndim == 2:
-        x = x[None]
-    out = [model(x[s:s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)]
-    return torch.cat(out).double().numpy()
-
-
 @dataclass
 class OODReport:
     """The result of ``report``: thresholds from held-out in-distribution images and the
@@ -242,6 +233,12 @@ class OODReport:
         return "\n".join(lines)
 
 
+def _logits(model: torch.nn.Module, images) -> np.ndarray:
+    """``nets.logits`` as float64 numpy; one (S, S) image is taken as a batch of one."""
+    x = np.asarray(images, dtype=np.float32)
+    return nets.logits(model, x[None] if x.ndim == 2 else x).double().numpy()
+
+
 def report(model: torch.nn.Module, in_images, images, *, quantile: float = 0.95, temperature: float = 1.0,
            calibration_fraction: float = 0.5, reconstruction: PCAReconstruction | None = None) -> OODReport:
     """Score ``images`` for being out of distribution, with thresholds from ``in_images``.
@@ -263,8 +260,8 @@ def report(model: torch.nn.Module, in_images, images, *, quantile: float = 0.95,
     if n_cal < 2 or len(in_images) - n_cal < 2:
         raise ValueError(f"{len(in_images)} in-distribution images are too few to split "
                          f"{calibration_fraction} for calibration (need >= 2 in each part)")
-    in_s = scores(logits_of(model, in_images), temperature)
-    z = logits_of(model, images)
+    in_s = scores(_logits(model, in_images), temperature)
+    z = _logits(model, images)
     out_s = scores(z, temperature)
     if reconstruction is not None:
         in_s["recon"], out_s["recon"] = reconstruction.score(in_images), reconstruction.score(images)
