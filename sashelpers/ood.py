@@ -183,7 +183,6 @@ def fit_pca(images, n_components: int = 20, seed: int = 0) -> PCAReconstruction:
     return PCAReconstruction(mean, vt[:k])
 
 
-@torch.no_grad()
 @dataclass
 class OODReport:
     """The result of ``report``: thresholds from held-out in-distribution images and the
