@@ -407,7 +407,7 @@ def _merge_fits(old: dict, new: dict, rows: np.ndarray) -> dict:
     return out
 
 
-def ambiguity_table(q_nm, log_i, labels, *, shapes=sc.SHAPES, noise: float = NOISE,
+def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float = NOISE,
                     fit_kwargs: dict | None = None, keep_fits: bool = False,
                     refine_window: float = 30.0, refine_starts: int = 8) -> dict:
     """Best-fit deviance of each shape for each curve, and the maximum-likelihood verdict.
@@ -415,19 +415,20 @@ def ambiguity_table(q_nm, log_i, labels, *, shapes=sc.SHAPES, noise: float = NOI
     Every shape is fitted to every curve (``best_fit``); then, where two or more shapes come
     within ``refine_window`` of the curve's best, those shapes are fitted again from
     ``refine_starts`` starts (a cylinder that mimics a sphere has separate optima, with the
-    dispersity in the radius or in the length, which two starts can miss). Label-free: the
-    labels are used only for the margins.
+    dispersity in the radius or in the length, which two starts can miss). The labels (true
+    shapes, optional) are used only for the margins.
 
     Returns {"deviance": (n, n_shapes), "params": {shape: {name: (n,)}}, "ml_shape": (n,) index
     of the best-fitting shape, "margin": (n,) best wrong-shape deviance minus the true shape's
     (<= 0: ambiguous, the ML classifier errs), "rival": (n,) index of the best wrong shape,
-    "labels", "shapes"}; with keep_fits=True also "fits" ({shape: best_fit(..., return_all=True)}).
+    "labels", "shapes"} (no margin, rival or labels without labels); with keep_fits=True also
+    "fits" ({shape: best_fit(..., return_all=True)}).
     """
     q, y, _ = _check_curves(q_nm, log_i)
-    labels = np.asarray(labels)
     shapes = tuple(sc._check_shape(s) for s in shapes)
-    if labels.shape != (y.shape[0],) or not np.issubdtype(labels.dtype, np.integer) or \
-            labels.min() < 0 or labels.max() >= len(shapes):
+    labels = None if labels is None else np.asarray(labels)
+    if labels is not None and (labels.shape != (y.shape[0],) or not np.issubdtype(labels.dtype, np.integer)
+                               or labels.min() < 0 or labels.max() >= len(shapes)):
         raise ValueError(f"labels must be {y.shape[0]} integers in [0, {len(shapes)}) (indices into "
                          f"shapes); got shape {labels.shape}, dtype {labels.dtype}")
     fits = {s: best_fit(s, q, y, noise=noise, return_all=True, **(fit_kwargs or {})) for s in shapes}
@@ -442,12 +443,13 @@ def ambiguity_table(q_nm, log_i, labels, *, shapes=sc.SHAPES, noise: float = NOI
                 again = best_fit(s, q, y[rows], noise=noise, return_all=True, **kw)
                 fits[s] = _merge_fits(fits[s], again, rows)
         D = np.stack([fits[s]["deviance"] for s in shapes], axis=1)
-    n = y.shape[0]
-    true = D[np.arange(n), labels]
-    wrong = D.copy()
-    wrong[np.arange(n), labels] = np.inf
     out = {"deviance": D, "params": {s: fits[s]["params"] for s in shapes}, "ml_shape": np.argmin(D, 1), "noise": noise,
-           "margin": wrong.min(1) - true, "rival": np.argmin(wrong, 1), "labels": labels, "shapes": shapes}
+           "shapes": shapes}
+    if labels is not None:
+        n = y.shape[0]
+        wrong = D.copy()
+        wrong[np.arange(n), labels] = np.inf
+        out.update(margin=wrong.min(1) - D[np.arange(n), labels], rival=np.argmin(wrong, 1), labels=labels)
     if keep_fits:
         out["fits"] = fits
     return out
@@ -717,6 +719,29 @@ EFFORT = {
     "fast": {"fit_kwargs": {"library_size": 1500}, "refine_starts": 6,
              "evidence_kwargs": {"n_samples": 150, "n_rounds": 2}},
 }
+
+
+def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: float = NOISE) -> dict:
+    """The Bayes classifier for curves of unknown shape: p(shape | curve) under study 1's priors
+    and noise model, from best fits and (where shapes compete) marginal likelihoods.
+
+    q_nm (n_q,) in nm^-1 and log_i (n_q,) or (n, n_q) natural-log intensities in cm^-1, noise
+    the relative per-point noise, shapes the candidates (study-1 shapes, equal prior odds).
+    About 0.5-1 s per curve on one CPU core at effort "fast".
+    Returns {"posterior": (n, n_shapes), "bayes_shape": (n,), "deviance": (n, n_shapes),
+    "params": {shape: {name: (n,)}} (best fits), "shapes"}; a single curve gives n = 1.
+    The answer is only as good as the model: it assumes the noise is I * N(1, noise) and the
+    curve is one of the three shapes with no background.
+    """
+    if effort not in EFFORT:
+        raise ValueError(f"effort={effort!r}; allowed: {', '.join(EFFORT)}")
+    settings = EFFORT[effort]
+    _, y, _ = _check_curves(q_nm, log_i)
+    table = ambiguity_table(q_nm, y, shapes=shapes, noise=_check_noise(noise), fit_kwargs=settings["fit_kwargs"], keep_fits=True,
+                            refine_starts=settings["refine_starts"])
+    post = posteriors(q_nm, y, table, evidence_kwargs=settings["evidence_kwargs"])
+    return {"posterior": post["posterior"], "bayes_shape": post["bayes_shape"], "deviance": table["deviance"],
+            "params": table["params"], "shapes": table["shapes"]}
 
 
 def check_subset(q_nm, log_i, labels, *, n_random: int, include=None, max_include: int | None = None,

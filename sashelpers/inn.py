@@ -13,6 +13,10 @@ supervised y-loss and a latent MMD loss, and the posterior is calibrated by cons
 the model fits.
 
 Discrete shape is handled outside the INN: one conditional INN per shape behind a classifier.
+Where the classifier is unsure (top probability below ``refine_below``), the shape can be
+decided instead by the likelihood of the curve under each shape (``sashelpers.ambiguity``:
+best fits and prior-weighted marginal likelihoods, ~1 s per curve), which is exact for
+study 1's noise model and priors.
 """
 
 from __future__ import annotations
@@ -270,6 +274,30 @@ class ShapeInverter:
         logits = self.net["classifier"](torch.from_numpy(self.features(np.atleast_2d(log_i))))
         return torch.softmax(logits, dim=1).numpy()
 
+    def classify(self, log_i, *, refine_below: float | None = 0.99, effort: str = "fast") -> dict:
+        """Shape probabilities from the network; where its top probability is below
+        ``refine_below``, replaced by the likelihood-based posterior of ``ambiguity.classify``.
+
+        Returns {"probabilities": (n, n_shapes), "network": (n, n_shapes) the network's own,
+        "refined": (n,) bool, the curves decided by the likelihood}. refine_below=None: network
+        only; a value above 1 refines every curve. The likelihood assumes study 1's noise model
+        (I * N(1, 0.1) per point, no background) and priors: for curves that do not follow them,
+        pass None.
+        """
+        probs = self.shape_probabilities(log_i)
+        refined = np.zeros(len(probs), dtype=bool)
+        if refine_below is not None:
+            if not refine_below > 0:
+                raise ValueError(f"refine_below={refine_below!r} must be > 0 (or None)")
+            refined = probs.max(axis=1) < refine_below
+        out = probs.copy()
+        if refined.any():
+            from . import ambiguity
+
+            out[refined] = ambiguity.classify(self.q_nm, np.atleast_2d(log_i)[refined], shapes=self.shapes,
+                                              effort=effort)["posterior"]
+        return {"probabilities": out, "network": probs, "refined": refined}
+
     @torch.no_grad()
     def posterior_samples(self, log_i, shape: str, n_samples: int = 500, seed: int = 0) -> np.ndarray:
         """Samples (n_curves, n_samples, n_params) of ``shape``'s parameters in physical units."""
@@ -292,12 +320,18 @@ class ShapeInverter:
             return np.log(i)
         return np.interp(np.log(self.q_nm), np.log(q), np.log(i))
 
-    def predict(self, q_nm, intensity, n_samples: int = 500, seed: int = 0) -> dict:
-        """Shape probabilities and posterior samples for one measured curve (I in cm^-1)."""
+    def predict(self, q_nm, intensity, n_samples: int = 500, seed: int = 0, *,
+                refine_below: float | None = 0.99) -> dict:
+        """Shape probabilities and posterior samples for one measured curve (I in cm^-1).
+
+        If the network's top shape probability is below ``refine_below``, the shape is decided
+        by the curve's likelihood under each shape (``classify``; ~1 s); "shape_source" says which.
+        """
         import warnings
 
         log_i = self.prepare_curve(q_nm, intensity)
-        probs = self.shape_probabilities(log_i)[0]
+        cls = self.classify(log_i, refine_below=refine_below)
+        probs = cls["probabilities"][0]
         shape = self.shapes[int(np.argmax(probs))]
         samples = self.posterior_samples(log_i, shape, n_samples, seed)[0]
         score = float(self.features.domain_score(log_i)[0])
@@ -306,6 +340,8 @@ class ShapeInverter:
             warnings.warn(f"this curve lies outside the training domain (score {score:.1f} > "
                           f"{self.features.threshold:.1f}): the prediction is an extrapolation", stacklevel=2)
         return {"shape": shape, "shape_probabilities": dict(zip(self.shapes, probs.tolist())),
+                "shape_source": "likelihood" if cls["refined"][0] else "network",
+                "network_probabilities": dict(zip(self.shapes, cls["network"][0].tolist())),
                 "samples": {p: samples[:, j] for j, p in enumerate(self.shape_params[shape])},
                 "domain_score": score, "in_domain": in_domain}
 
@@ -359,18 +395,23 @@ def _samples_per_shape(model: ShapeInverter, log_i, labels, params, param_names,
 
 
 def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, n_samples: int = 300,
-             level: float = 0.9, seed: int = 0) -> dict:
+             level: float = 0.9, seed: int = 0, refine_below: float | None = None) -> dict:
     """Shape accuracy and confusion matrix; per shape and parameter the MAE of the posterior
     median and the coverage of the central ``level`` interval (posterior of the TRUE shape, so
-    that regression quality is measured separately from classification)."""
+    that regression quality is measured separately from classification).
+
+    With ``refine_below`` the shapes come from ``ShapeInverter.classify`` (the likelihood decides
+    where the network is unsure); "shape_accuracy_network" and "predicted_network" keep the
+    network's own verdicts and "refined" marks the curves the likelihood decided."""
     labels = np.asarray(shape_labels)
-    probs = model.shape_probabilities(log_i)
-    pred = probs.argmax(axis=1)
+    cls = model.classify(log_i, refine_below=refine_below)
+    pred, pred_net = cls["probabilities"].argmax(axis=1), cls["network"].argmax(axis=1)
     k = len(model.shapes)
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (labels, pred), 1)
     out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(), "predicted": pred,
-           "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
+           "shape_accuracy_network": float((pred_net == labels).mean()), "predicted_network": pred_net,
+           "refined": cls["refined"], "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
     for s, samples, truth in _samples_per_shape(model, log_i, labels, params, param_names, n_samples, seed):
         med = np.median(samples, axis=1)
         cover = interval_coverage(samples, dequantized_truth(model.transforms[s], truth, seed), level)

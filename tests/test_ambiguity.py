@@ -139,6 +139,10 @@ def test_bad_arguments_raise():
         am.check_subset(Q, y[None], np.array([0]), n_random=5)
     with pytest.raises(ValueError, match="effort"):
         am.check_subset(Q, y[None], np.array([0]), n_random=1, effort="slow")
+    with pytest.raises(ValueError, match="effort"):
+        am.classify(Q, y, effort="slow")
+    with pytest.raises(ValueError, match="not a study-1 shape"):
+        am.classify(Q, y, shapes=("sphere", "ellipsoid"))
 
 
 def test_evidence_of_a_well_determined_sphere_matches_laplace():
@@ -163,3 +167,22 @@ def test_posteriors_of_clear_cases(clear_cases):
     assert np.isnan(post["log_z"]).all()          # one shape within the window: nothing to sample
     with pytest.raises(ValueError, match="keep_fits"):
         am.posteriors(Q, y, {k: v for k, v in tab.items() if k != "fits"})
+
+
+def test_table_without_labels_has_no_margins(clear_cases):
+    y, tab = clear_cases
+    bare = am.ambiguity_table(Q, y, shapes=("sphere", "cylinder"), fit_kwargs=SMALL)
+    assert "margin" not in bare and "labels" not in bare
+    np.testing.assert_allclose(bare["deviance"], tab["deviance"], rtol=1e-6, atol=1e-6)
+
+
+def test_classify_without_labels():
+    # a noisy sphere of R = 3 nm and a noisy 30 nm rod: unambiguous, the Bayes classifier is sure
+    rng = np.random.default_rng(2)
+    y = np.stack([clean("sphere"), clean("cylinder", radius_nm=1.0, length_nm=30.0)])
+    y = y + np.log(rng.normal(1.0, 0.1, y.shape))
+    out = am.classify(Q, y)
+    assert out["posterior"].shape == (2, 3) and list(out["bayes_shape"]) == [0, 2]
+    np.testing.assert_allclose(out["posterior"].sum(axis=1), 1.0)
+    assert out["posterior"].max(axis=1).min() > 0.99
+    assert out["params"]["sphere"]["radius_nm"][0] == pytest.approx(3.0, rel=0.05)

@@ -89,3 +89,20 @@ def test_save_and_load_give_the_same_predictions(fitted, tmp_path):
     np.testing.assert_allclose(again.shape_probabilities(log_i), fitted.shape_probabilities(log_i), rtol=1e-5)
     np.testing.assert_allclose(again.posterior_samples(log_i, "cylinder", 20, seed=3),
                                fitted.posterior_samples(log_i, "cylinder", 20, seed=3), rtol=1e-4)
+
+
+def test_unsure_curves_are_decided_by_the_likelihood(fitted):
+    log_i, labels, _ = make(6, 11)
+    net_only = fitted.classify(log_i, refine_below=None)
+    assert not net_only["refined"].any()
+    np.testing.assert_allclose(net_only["probabilities"], fitted.shape_probabilities(log_i))
+    everything = fitted.classify(log_i, refine_below=1.5)    # > 1: every curve goes to the fits
+    assert everything["refined"].all()
+    np.testing.assert_allclose(everything["network"], net_only["probabilities"])
+    assert (everything["probabilities"].argmax(axis=1) == labels).all()  # sphere vs long rod: clear
+    np.testing.assert_allclose(everything["probabilities"].sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="refine_below"):
+        fitted.classify(log_i, refine_below=0.0)
+    out = fitted.predict(Q, np.exp(log_i[0]), n_samples=20, refine_below=1.5)
+    assert out["shape_source"] == "likelihood" and set(out["network_probabilities"]) == {"sphere", "cylinder"}
+    assert fitted.predict(Q, np.exp(log_i[0]), n_samples=20, refine_below=None)["shape_source"] == "network"
