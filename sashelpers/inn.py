@@ -247,14 +247,29 @@ class ShapeInverter:
         return cls(q_nm, shapes, shape_params, features, transforms, **kwargs)
 
     def fit(self, log_i, shape_labels, params, param_names, train_idx, val_idx, config, *,
-            device=None, seed: int = 0) -> dict:
-        """Train the classifier and each shape's INN with sashelpers.training.fit; return histories."""
+            device=None, seed: int = 0, classifier_extra: tuple | None = None) -> dict:
+        """Train the classifier and each shape's INN with sashelpers.training.fit; return histories.
+
+        classifier_extra: optional (log_i, shape_labels) of further training curves for the
+        classifier only (simulated independently of the test curves); the INNs and the
+        standardisation use the training curves alone.
+        """
         from . import training
 
         x = self.features(log_i)
         labels = np.asarray(shape_labels, dtype=np.int64)
+        x_cls, y_cls = x[train_idx], labels[train_idx]
+        if classifier_extra is not None:
+            extra_x, extra_y = np.asarray(classifier_extra[0]), np.asarray(classifier_extra[1], dtype=np.int64)
+            if extra_x.ndim != 2 or extra_x.shape[1:] != x.shape[1:] or extra_y.shape != (len(extra_x),):
+                raise ValueError(f"classifier_extra must be (log_i (m, {x.shape[1]}), labels (m,)); got "
+                                 f"{extra_x.shape} and {extra_y.shape}")
+            if extra_y.min() < 0 or extra_y.max() >= len(self.shapes):
+                raise ValueError(f"classifier_extra labels must lie in [0, {len(self.shapes)})")
+            extra_x = self.features(extra_x)
+            x_cls, y_cls = np.concatenate([x_cls, extra_x]), np.concatenate([y_cls, extra_y])
         hist = {"classifier": training.fit(
-            self.net["classifier"], _cross_entropy, (x[train_idx], labels[train_idx]),
+            self.net["classifier"], _cross_entropy, (x_cls, y_cls),
             (x[val_idx], labels[val_idx]), config, device=device)}
         rng = np.random.default_rng(seed)
         for k, s in enumerate(self.shapes):

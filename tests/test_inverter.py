@@ -106,3 +106,23 @@ def test_unsure_curves_are_decided_by_the_likelihood(fitted):
     out = fitted.predict(Q, np.exp(log_i[0]), n_samples=20, refine_below=1.5)
     assert out["shape_source"] == "likelihood" and set(out["network_probabilities"]) == {"sphere", "cylinder"}
     assert fitted.predict(Q, np.exp(log_i[0]), n_samples=20, refine_below=None)["shape_source"] == "network"
+
+
+def test_extra_classifier_curves_are_checked_and_used():
+    log_i, labels, params = make(80, 3)
+    shapes = ("sphere", "cylinder")
+    shape_params = {"sphere": ("radius_nm", "radius_pd"), "cylinder": ("radius_nm", "length_nm")}
+    model = inn.ShapeInverter.from_training_data(Q, log_i, labels, params, shapes, shape_params, NAMES,
+                                                 hidden=16, n_blocks=2)
+    cfg = training.TrainConfig(epochs=1, batch_size=64, progress=False)
+    idx = np.arange(80)
+    with pytest.raises(ValueError, match="classifier_extra"):
+        model.fit(log_i, labels, params, NAMES, idx[:60], idx[60:], cfg, device="cpu",
+                  classifier_extra=(log_i[:, :-1], labels))
+    with pytest.raises(ValueError, match="classifier_extra labels"):
+        model.fit(log_i, labels, params, NAMES, idx[:60], idx[60:], cfg, device="cpu",
+                  classifier_extra=(log_i, labels + 2))
+    seen = []
+    model.net["classifier"].register_forward_hook(lambda m, inp, out: seen.append(len(inp[0])) if m.training else None)
+    model.fit(log_i, labels, params, NAMES, idx[:60], idx[60:], cfg, device="cpu", classifier_extra=(log_i, labels))
+    assert sum(seen) == 60 + 80     # one epoch over the training curves and the extra ones
