@@ -28,8 +28,11 @@ Recorded on study 1's whole test set (1500 curves, the notebook's split; 2 share
 maximum likelihood picks a wrong shape for 21 curves (1.4 %, 95 % interval 0.9-2.1 %; all true
 spheres: 7 tiny ones taken for dilute hard spheres, 14 taken for squat cylinders), but the
 prior-weighted (Bayes) classifier errs on none (0/1500, <= 0.25 % at 95 %; expected error
-0.11 %), including all 24 curves the standard network misclassifies. The ceiling is ~99.9 %,
-not below 99 %.
+0.11 %), including all 24 curves a network trained on 5000 curves per shape misclassified. The
+ceiling is ~99.9 %, not below 99 %.
+
+* ``classify(q, log_i)``: the same Bayes classifier for curves without labels;
+  ``inn.ShapeInverter.classify`` asks it where the network is unsure.
 """
 
 from __future__ import annotations
