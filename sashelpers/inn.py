@@ -417,15 +417,18 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
 
     With ``refine_below`` the shapes come from ``ShapeInverter.classify`` (the likelihood decides
     where the network is unsure); "shape_accuracy_network" and "predicted_network" keep the
-    network's own verdicts and "refined" marks the curves the likelihood decided."""
+    network's own verdicts (and "confusion_network" its confusion matrix), and "refined" marks
+    the curves the likelihood decided."""
     labels = np.asarray(shape_labels)
     cls = model.classify(log_i, refine_below=refine_below)
     pred, pred_net = cls["probabilities"].argmax(axis=1), cls["network"].argmax(axis=1)
     k = len(model.shapes)
-    confusion = np.zeros((k, k), dtype=int)
+    confusion, confusion_net = np.zeros((k, k), dtype=int), np.zeros((k, k), dtype=int)
     np.add.at(confusion, (labels, pred), 1)
+    np.add.at(confusion_net, (labels, pred_net), 1)
     out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(), "predicted": pred,
            "shape_accuracy_network": float((pred_net == labels).mean()), "predicted_network": pred_net,
+           "confusion_network": confusion_net.tolist(),
            "refined": cls["refined"], "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
     for s, samples, truth in _samples_per_shape(model, log_i, labels, params, param_names, n_samples, seed):
         med = np.median(samples, axis=1)

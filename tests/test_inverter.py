@@ -126,3 +126,14 @@ def test_extra_classifier_curves_are_checked_and_used():
     model.net["classifier"].register_forward_hook(lambda m, inp, out: seen.append(len(inp[0])) if m.training else None)
     model.fit(log_i, labels, params, NAMES, idx[:60], idx[60:], cfg, device="cpu", classifier_extra=(log_i, labels))
     assert sum(seen) == 60 + 80     # one epoch over the training curves and the extra ones
+
+
+def test_evaluate_reports_the_network_and_the_final_verdict(fitted):
+    log_i, labels, params = make(8, 13)
+    ev = inn.evaluate(fitted, log_i, labels, params, NAMES, n_samples=20, refine_below=None)
+    assert ev["shape_accuracy"] == ev["shape_accuracy_network"] and not ev["refined"].any()
+    assert ev["confusion"] == ev["confusion_network"] and np.sum(ev["confusion"]) == 8
+    ev2 = inn.evaluate(fitted, log_i, labels, params, NAMES, n_samples=20, refine_below=1.5)
+    assert ev2["refined"].all() and ev2["shape_accuracy"] == 1.0
+    assert ev2["confusion_network"] == ev["confusion"]
+    assert set(ev2["mae"]) == {"sphere", "cylinder"}
