@@ -33,13 +33,18 @@ def make(n, seed):
     return np.array(log_i, np.float32), np.array(labels), np.array(params)
 
 
+SHAPES = ("sphere", "cylinder")
+SHAPE_PARAMS = {"sphere": ("radius_nm", "radius_pd"), "cylinder": ("radius_nm", "length_nm")}
+
+
+def untrained(log_i, labels, params, **arch):
+    return inn.ShapeInverter.from_training_data(Q, log_i, labels, params, SHAPES, SHAPE_PARAMS, NAMES, **arch)
+
+
 @pytest.fixture(scope="module")
 def fitted():
     log_i, labels, params = make(600, 0)
-    shapes = ("sphere", "cylinder")
-    shape_params = {"sphere": ("radius_nm", "radius_pd"), "cylinder": ("radius_nm", "length_nm")}
-    model = inn.ShapeInverter.from_training_data(Q, log_i, labels, params, shapes, shape_params, NAMES,
-                                                 hidden=48, n_blocks=3)
+    model = untrained(log_i, labels, params, hidden=48, n_blocks=3)
     idx = np.random.default_rng(1).permutation(len(labels))
     cfg = training.TrainConfig(epochs=25, batch_size=64, lr=2e-3, patience=6, progress=False)
     model.fit(log_i, labels, params, NAMES, idx[:500], idx[500:], cfg, device="cpu")
@@ -110,10 +115,7 @@ def test_unsure_curves_are_decided_by_the_likelihood(fitted):
 
 def test_extra_classifier_curves_are_checked_and_used():
     log_i, labels, params = make(80, 3)
-    shapes = ("sphere", "cylinder")
-    shape_params = {"sphere": ("radius_nm", "radius_pd"), "cylinder": ("radius_nm", "length_nm")}
-    model = inn.ShapeInverter.from_training_data(Q, log_i, labels, params, shapes, shape_params, NAMES,
-                                                 hidden=16, n_blocks=2)
+    model = untrained(log_i, labels, params, hidden=16, n_blocks=2)
     cfg = training.TrainConfig(epochs=1, batch_size=64, progress=False)
     idx = np.arange(80)
     with pytest.raises(ValueError, match="classifier_extra"):
