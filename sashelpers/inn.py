@@ -15,7 +15,7 @@ the model fits.
 Discrete shape is handled outside the INN: one conditional INN per shape behind a classifier.
 Where the classifier is unsure (top probability below ``refine_below``), the shape can be
 decided instead by the likelihood of the curve under each shape (``sashelpers.ambiguity``:
-best fits and prior-weighted marginal likelihoods, ~1 s per curve), which is exact for
+best fits and prior-weighted marginal likelihoods, 1-2 s per curve), which is exact for
 study 1's noise model and priors.
 """
 
@@ -340,7 +340,7 @@ class ShapeInverter:
         """Shape probabilities and posterior samples for one measured curve (I in cm^-1).
 
         If the network's top shape probability is below ``refine_below``, the shape is decided
-        by the curve's likelihood under each shape (``classify``; ~1 s); "shape_source" says which.
+        by the curve's likelihood under each shape (``classify``; 1-2 s); "shape_source" says which.
         """
         import warnings
 
