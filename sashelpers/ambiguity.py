@@ -737,15 +737,23 @@ def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: floa
     The answer is only as good as the model: it assumes the noise is I * N(1, noise) and the
     curve is one of the three shapes with no background.
     """
+    _, y, _ = _check_curves(q_nm, log_i)
+    res = _assess(q_nm, y, None, effort, shapes=shapes, noise=_check_noise(noise))
+    return {k: res[k] for k in ("posterior", "bayes_shape", "deviance", "params", "shapes")}
+
+
+def _assess(q_nm, y, labels, effort: str, *, evidence: bool = True, **table_kwargs) -> dict:
+    """``ambiguity_table`` at the ``EFFORT`` settings and, with ``evidence``, the shape posteriors
+    merged into it (the fits dropped)."""
     if effort not in EFFORT:
         raise ValueError(f"effort={effort!r}; allowed: {', '.join(EFFORT)}")
     settings = EFFORT[effort]
-    _, y, _ = _check_curves(q_nm, log_i)
-    table = ambiguity_table(q_nm, y, shapes=shapes, noise=_check_noise(noise), fit_kwargs=settings["fit_kwargs"],
-                            keep_fits=True, refine_starts=settings["refine_starts"])
-    post = posteriors(q_nm, y, table, evidence_kwargs=settings["evidence_kwargs"])
-    return {"posterior": post["posterior"], "bayes_shape": post["bayes_shape"], "deviance": table["deviance"],
-            "params": table["params"], "shapes": table["shapes"]}
+    table = ambiguity_table(q_nm, y, labels, fit_kwargs=settings["fit_kwargs"], keep_fits=evidence,
+                            refine_starts=settings["refine_starts"], **table_kwargs)
+    if evidence:
+        table.update(posteriors(q_nm, y, table, evidence_kwargs=settings["evidence_kwargs"]))
+        del table["fits"]
+    return table
 
 
 def check_subset(q_nm, log_i, labels, *, n_random: int, include=None, max_include: int | None = None,
@@ -757,7 +765,6 @@ def check_subset(q_nm, log_i, labels, *, n_random: int, include=None, max_includ
     "included" masks, and "posterior", "bayes_shape"."""
     if effort not in EFFORT:
         raise ValueError(f"effort={effort!r}; allowed: {', '.join(EFFORT)}")
-    settings = EFFORT[effort]
     _, y, _ = _check_curves(q_nm, log_i)
     n = y.shape[0]
     if int(n_random) != n_random or not 0 <= n_random <= n:
@@ -772,12 +779,8 @@ def check_subset(q_nm, log_i, labels, *, n_random: int, include=None, max_includ
     index = np.union1d(rand, inc)
     if index.size == 0:
         raise ValueError("nothing to check: n_random = 0 and include is empty")
-    table = ambiguity_table(q_nm, y[index], np.asarray(labels)[index], fit_kwargs=settings["fit_kwargs"],
-                            keep_fits=evidence, refine_starts=settings["refine_starts"])
+    table = _assess(q_nm, y[index], np.asarray(labels)[index], effort, evidence=evidence)
     table.update(index=index, random=np.isin(index, rand), included=np.isin(index, inc))
-    if evidence:
-        table.update(posteriors(q_nm, y[index], table, evidence_kwargs=settings["evidence_kwargs"]))
-        del table["fits"]
     return table
 
 
