@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from common import best_of
-from sashelpers import scatterers as sc
+from sashelpers.physics import scatterers as sc
+from sashelpers.studies import inn_scatterers as s1
 
 BATCH = 256                      # curves per torch call
 PEER_N = {"sphere": 64, "sphere@hardsphere": 64, "cylinder": 8}  # curves per sasmodels loop
@@ -35,11 +36,11 @@ def rows(shapes=sc.SHAPES, batch: int = BATCH, threads: int | None = None) -> li
 
 
 def _rows(shapes, batch: int) -> list[dict]:
-    q = sc.default_q_nm()
+    q = s1.default_q_nm()
     out = []
     cuda = torch.cuda.is_available()
     for shape in shapes:
-        p = sc.sample_parameters(shape, np.random.default_rng(0), batch)
+        p = s1.sample_parameters(shape, np.random.default_rng(0), batch)
         n_peer = PEER_N.get(shape, 8)
         p_peer = {k: v[:n_peer] for k, v in p.items()}
         ref = sc.sasmodels_curves(shape, q, p_peer)

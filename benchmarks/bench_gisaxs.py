@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from common import best_of
-from sashelpers import backend
-from sashelpers import gisaxs as g
+from sashelpers.core import backend
+from sashelpers.physics import gisaxs as g
 
 ALPHA_I_DEG = 0.2
 

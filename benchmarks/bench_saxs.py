@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import best_of, cupy_or_none
-from sashelpers import saxs
+from sashelpers.physics import saxs
 
 N_Q = 100
 PEER_MAX_N = 128  # the peer's cost grows as N^3 * n_q: beyond this it takes minutes

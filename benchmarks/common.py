@@ -23,7 +23,7 @@ def best_of(fn: Callable[[], object], repeat: int = 3, sync: Callable[[], None] 
 
 def cupy_or_none():
     """The cupy module when a GPU is usable, else None (cupy rows are then skipped)."""
-    from sashelpers.backend import cupy_usable
+    from sashelpers.core.backend import cupy_usable
 
     if not cupy_usable():
         return None

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows.extend(importlib.import_module(name).rows())
-    from sashelpers.backend import describe
+    from sashelpers.core.backend import describe
 
     header = (f"Measured {datetime.date.today()} on {platform.machine()}, {describe().get('cpu_count')} CPU cores"
               f"{', GPU ' + describe()['gpu'] if 'gpu' in describe() else ', no GPU'}.\n\n")

@@ -1,14 +1,14 @@
 """sashelpers: kernels, datasets, models and reports for the SAS-ML book.
 
-Modules (one concern each):
-- foundation: backend, profiles, datasets, report, plotting, io
-- physics kernels: saxs (FFT SAXS), scatterers (analytic curves), grf (porous media),
-  gisaxs (superlattice GISAXS), noise (measurement models)
-- models: training (the one torch loop), nets (CNNs), inn (conditional INNs), regress (XGBoost)
-- study glue: grf_ml (study 2), gisaxs_study (study 3)
-- measured images: detector (detector image -> q -> the model's grid), ood (out-of-distribution scores)
+Layers, each importing only from the layers above it in this list (a test enforces it):
 
-Import them explicitly, e.g. ``from sashelpers import saxs``.
+- ``core``: backend, profiles, datasets, report, plotting, checks
+- ``physics``: scatterers, saxs, grf, gisaxs, noise (kernels)
+- ``measured``: io, detector (real files and detector geometry)
+- ``learn``: training, nets, inn, regress, ood (generic models)
+- ``studies``: one module per study (nothing imports them)
+
+Import modules explicitly, e.g. ``from sashelpers.physics import saxs``.
 """
 
 __version__ = "0.1.0"

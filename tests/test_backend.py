@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sashelpers import backend
+from sashelpers.core import backend
 
 
 def test_default_is_numpy_without_gpu(monkeypatch):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from sashelpers import gisaxs as g
+from sashelpers.physics import gisaxs as g
 
 ba = pytest.importorskip("bornagain")
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sashelpers import datasets
+from sashelpers.core import datasets
 
 
 def toy_generator(config, seed, start, stop):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sashelpers import detector as d
+from sashelpers.measured import detector as d
 
 ALPHA_I = 0.5  # deg
 PIXEL = 0.1  # mm

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from sashelpers import gisaxs as g
+from sashelpers.physics import gisaxs as g
 
 K = g.K_10KEV_NM
 

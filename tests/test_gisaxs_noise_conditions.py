@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sashelpers import gisaxs
-from sashelpers import gisaxs_study as study
+from sashelpers.physics import gisaxs
+from sashelpers.studies import gisaxs_cnn as study
 
 
 def _images(n=3, size=32, seed=0):

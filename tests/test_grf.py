@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sashelpers import datasets, grf, saxs
+from sashelpers.core import datasets
+from sashelpers.physics import grf
+from sashelpers.physics import saxs
+from sashelpers.studies import grf_porous
 
 H = 0.5  # voxel, nm
 
@@ -219,9 +222,9 @@ def test_features_are_invariant_normalised_logs():
 # --- datasets -----------------------------------------------------------------------------------
 
 def test_chunks_do_not_change_the_data(tmp_path, monkeypatch):
-    cfg = grf.make_config(n=32, q_min_nm=0.6, n_q=50, phases=3, porosity="high")
-    whole = grf.generate_chunk(cfg, 7, 0, 3)
-    parts = [grf.generate_chunk(cfg, 7, 0, 1), grf.generate_chunk(cfg, 7, 1, 3)]
+    cfg = grf_porous.make_config(n=32, q_min_nm=0.6, n_q=50, phases=3, porosity="high")
+    whole = grf_porous.generate_chunk(cfg, 7, 0, 3)
+    parts = [grf_porous.generate_chunk(cfg, 7, 0, 1), grf_porous.generate_chunk(cfg, 7, 1, 3)]
     for k, v in whole.items():
         assert v.shape[0] == 3 and v.dtype == np.float32
         assert np.array_equal(v, np.concatenate([p[k] for p in parts]))
@@ -230,9 +233,9 @@ def test_chunks_do_not_change_the_data(tmp_path, monkeypatch):
     assert np.all((whole["a_nm"] >= 0.8) & (whole["a_nm"] <= 8))
     assert np.all((whole["alpha"] >= 1e2) & (whole["alpha"] <= 10**5.5))
     monkeypatch.setenv("SASHELPERS_CACHE", str(tmp_path))
-    data = datasets.generate("grf_test", grf.generate_chunk, cfg, 3, seed=7, chunk_size=2, progress=False)
+    data = datasets.generate("grf_test", grf_porous.generate_chunk, cfg, 3, seed=7, chunk_size=2, progress=False)
     assert np.array_equal(data["features"], whole["features"])
-    two = grf.generate_chunk(grf.make_config(n=32, q_min_nm=0.6, n_q=50), 7, 0, 2)
+    two = grf_porous.generate_chunk(grf_porous.make_config(n=32, q_min_nm=0.6, n_q=50), 7, 0, 2)
     assert "nu" not in two and np.all(two["porosity"] <= 0.5)
 
 
@@ -265,6 +268,6 @@ def test_grid_too_small_for_q_window_raises():
     with pytest.raises(ValueError, match="rng"):
         grf.gaussian_field(32, H, 2.0, "seed")
     with pytest.raises(ValueError, match="phases"):
-        grf.make_config(phases=4)
+        grf_porous.make_config(phases=4)
     with pytest.raises(ValueError, match="n=32"):
-        grf.make_config(n=32)  # default q_min 0.15 needs n >= 128 at h = 0.5 nm
+        grf_porous.make_config(n=32)  # default q_min 0.15 needs n >= 128 at h = 0.5 nm

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sashelpers import inn, training
+from sashelpers.learn import inn
+from sashelpers.learn import training
 
 
 def toy(n, rng):

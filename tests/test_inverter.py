@@ -5,8 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from sashelpers import inn, training
-from sashelpers.scatterers import sasmodels_intensity
+from sashelpers.learn import inn, training
+from sashelpers.physics.scatterers import sasmodels_intensity
+from sashelpers.studies import bayes_shapes
 
 Q = np.geomspace(0.1, 3.0, 48)
 NAMES = ("radius_nm", "radius_pd", "length_nm")
@@ -44,7 +45,7 @@ def untrained(log_i, labels, params, **arch):
 @pytest.fixture(scope="module")
 def fitted():
     log_i, labels, params = make(600, 0)
-    model = untrained(log_i, labels, params, hidden=48, n_blocks=3)
+    model = untrained(log_i, labels, params, hidden=48, n_blocks=3, second_opinion=bayes_shapes.second_opinion)
     idx = np.random.default_rng(1).permutation(len(labels))
     cfg = training.TrainConfig(epochs=25, batch_size=64, lr=2e-3, patience=6, progress=False)
     model.fit(log_i, labels, params, NAMES, idx[:500], idx[500:], cfg, device="cpu")
@@ -109,8 +110,21 @@ def test_unsure_curves_are_decided_by_the_likelihood(fitted):
     with pytest.raises(ValueError, match="refine_below"):
         fitted.classify(log_i, refine_below=0.0)
     out = fitted.predict(Q, np.exp(log_i[0]), n_samples=20, refine_below=1.5)
-    assert out["shape_source"] == "likelihood" and set(out["network_probabilities"]) == {"sphere", "cylinder"}
+    assert out["shape_source"] == "second opinion" and set(out["network_probabilities"]) == {"sphere", "cylinder"}
     assert fitted.predict(Q, np.exp(log_i[0]), n_samples=20, refine_below=None)["shape_source"] == "network"
+
+
+def test_without_a_second_opinion_the_network_decides(fitted, tmp_path):
+    log_i, _, _ = make(4, 12)
+    fitted.save(tmp_path / "inv")
+    plain = inn.ShapeInverter.load(tmp_path / "inv")          # no second opinion attached
+    out = plain.classify(log_i, refine_below=1.5)
+    assert not out["refined"].any()
+    np.testing.assert_allclose(out["probabilities"], fitted.shape_probabilities(log_i), rtol=1e-5)
+    calls = []
+    plain.second_opinion = lambda q, y, shapes, effort: calls.append(len(y)) or np.tile([0.25, 0.75], (len(y), 1))
+    out = plain.classify(log_i, refine_below=1.5)
+    assert calls == [4] and out["refined"].all() and (out["probabilities"].argmax(1) == 1).all()
 
 
 def test_extra_classifier_curves_are_checked_and_used():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sashelpers import io
+from sashelpers.measured import io
 
 GOOD = "0.01 1.0 0.1\n0.02 0.9 0.1\n0.03 0.5 0.05\n0.04 0.4 0.04\n0.05 0.3 0.03\n"
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sashelpers import nets
-from sashelpers.training import TrainConfig, fit
+from sashelpers.learn import nets
+from sashelpers.learn.training import TrainConfig, fit
 
 
 @pytest.mark.parametrize("cls", [nets.AlexNetCNN, nets.SmallCNN])

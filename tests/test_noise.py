@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sashelpers import noise
+from sashelpers.physics import noise
 
 
 def test_gaussian_noise_statistics():

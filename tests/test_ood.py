@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sashelpers import ood
+from sashelpers.learn import ood
 
 
 def test_uniform_logits():

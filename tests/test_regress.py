@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from sashelpers import regress
+from sashelpers.learn import regress
 
 FAST = {"learning_rate": 0.2, "max_depth": 4, "subsample": 0.8, "colsample_bytree": 1.0, "max_bin": 64,
         "n_estimators": 200, "early_stopping_rounds": 20}

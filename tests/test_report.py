@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from sashelpers import profiles, report
+from sashelpers.core import profiles
+from sashelpers.core import report
 
 
 def test_record_writes_everything_a_reader_needs(results_tmp):
@@ -45,11 +46,13 @@ def test_profiles():
     assert profiles.current_profile("QUICK") == "quick"
     with pytest.raises(ValueError, match="profile"):
         profiles.current_profile("huge")
-    with pytest.raises(ValueError, match="study"):
-        profiles.get("99_nothing")
-    a = profiles.get("00_scattering_primer", "quick")
+    table = {"quick": {"n": 1}, "standard": {"n": 2}, "paper": {"n": 3}}
+    with pytest.raises(ValueError, match="paper"):
+        profiles.pick({"quick": {}, "standard": {}})
+    a = profiles.pick(table, "quick")
     a["n"] = -1
-    assert profiles.get("00_scattering_primer", "quick")["n"] > 0  # a copy, not the table
+    assert profiles.pick(table, "quick")["n"] == 1  # a copy, not the table
+    assert profiles.pick(table, "paper")["n"] == 3
 
 
 def test_archive_round_trip(results_tmp, tmp_path):
@@ -64,15 +67,37 @@ def test_archive_round_trip(results_tmp, tmp_path):
         report.archived("00_test", "huge", tmp_path / "records")
 
 
-def test_scorecard_adds_archived_runs_of_other_profiles(results_tmp, tmp_path):
-    report.record("00_test", {"acc": 0.5}, profile="paper")
+def test_scorecard_shows_the_archived_paper_run_beside_the_current_one(results_tmp, tmp_path):
+    heads = [report.Headline("acc", "accuracy", "%", 100, (">=", 0.6), 0.97, "Table 1")]
+    report.record("00_test", {"acc": 0.5}, headlines=heads, profile="paper")
     report.archive("00_test", dest=tmp_path / "records")
-    report.record("00_test", {"acc": 0.25}, profile="quick")
+    report.record("00_test", {"acc": 0.75}, headlines=heads, profile="quick")
+    report.record("01_only_archived", {"acc": 0.1}, headlines=heads, profile="paper")
+    report.archive("01_only_archived", dest=tmp_path / "records")
+    (results_tmp / "01_only_archived.json").unlink()
     page = tmp_path / "page.md"
     page.write_text("# Scorecard\n\n" + report.SCORECARD_MARKER + "\n")
     text = report.render_scorecard(page, tmp_path / "out.md", archive=tmp_path / "records").read_text()
-    assert "## 00_test\n" in text and "## 00_test (archived `paper` run)" in text
-    assert text.index("0.25") < text.index("0.5 |")
-    report.record("00_test", {"acc": 0.75}, profile="paper")  # the current run wins over the archive
-    text = report.render_scorecard(page, tmp_path / "out.md", archive=tmp_path / "records").read_text()
-    assert "archived" not in text and "0.75" in text
+    assert "| accuracy | ≥ 60% | 97% (Table 1) | 75% ✓ | 50% ✗ |" in text
+    assert "## 01_only_archived (archived `paper` run)" in text and "| 10% ✗ |" in text
+    assert text.count("## 00_test") == 1
+
+
+def test_headlines_are_checked_and_rendered(results_tmp):
+    with pytest.raises(ValueError, match="goal"):
+        report.Headline("a", "A", goal=("~", 1))
+    with pytest.raises(ValueError, match="key"):
+        report.Headline("", "A")
+    heads = (report.Headline("mae.sphere", "sphere MAE", "nm", goal=("<=", 0.2), paper=0.395, source="Fig. 3"),
+             report.Headline("case", "case study", goal=("in", 3.9, 4.1), paper=(4.004, 0.025)))
+    with pytest.raises(ValueError, match="not found"):
+        report.record("00_test", {"mae": {"cyl": 1.0}, "case": [4.0, 0.1]}, headlines=heads, profile="quick")
+    path = report.record("00_test", {"mae": {"sphere": 0.25}, "case": [4.05, 0.1]}, headlines=heads,
+                         profile="quick")
+    rec = json.loads(path.read_text())
+    assert rec["command"].startswith("SASHELPERS_PROFILE=quick") and "notebooks/00_test.ipynb" in rec["command"]
+    assert "git_commit" in rec
+    table = report.paper_vs_run(path, {})
+    assert "| sphere MAE | ≤ 0.2 nm | 0.395 nm (Fig. 3) | 0.25 nm ✗ |" in table
+    assert "| case study | 3.9 – 4.1 | 4.004 ± 0.025 | 4.05 ± 0.1 ✓ |" in table
+    assert "Goals missed in this run: sphere MAE." in table

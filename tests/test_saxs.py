@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sashelpers import saxs
-from sashelpers.scatterers import sasmodels_intensity
+from sashelpers.physics import saxs
+from sashelpers.physics.scatterers import sasmodels_intensity
 
 
 def test_sphere_amplitude_zeros_and_small_q():

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from sashelpers import scatterers as sc
+from sashelpers.physics import scatterers as sc
+from sashelpers.studies import inn_scatterers as s1
 
-Q = sc.default_q_nm()
+Q = s1.default_q_nm()
 
 
 # --- sasmodels' own reference values (PHYSICS.md section 1), through the nm wrapper ----------
@@ -106,11 +107,11 @@ def test_pd_mesh_drops_negative_points_like_sasmodels():
 
 @pytest.mark.parametrize("shape", sc.SHAPES)
 def test_priors_bounds_and_reproducibility(shape):
-    a = sc.sample_parameters(shape, np.random.default_rng(3), 4000)
-    b = sc.sample_parameters(shape, np.random.default_rng(3), 4000)
-    c = sc.sample_parameters(shape, np.random.default_rng(4), 4000)
+    a = s1.sample_parameters(shape, np.random.default_rng(3), 4000)
+    b = s1.sample_parameters(shape, np.random.default_rng(3), 4000)
+    c = s1.sample_parameters(shape, np.random.default_rng(4), 4000)
     assert set(a) == set(sc.SHAPE_PARAMS[shape])
-    for name, prior in sc.PRIORS[shape].items():
+    for name, prior in s1.PRIORS[shape].items():
         np.testing.assert_array_equal(a[name], b[name])
         assert not np.array_equal(a[name], c[name])
         v = a[name]
@@ -132,19 +133,19 @@ def test_priors_bounds_and_reproducibility(shape):
 
 
 def test_priors_table_rows():
-    rows = sc.priors_table()
+    rows = s1.priors_table()
     assert {(r["shape"], r["parameter"]) for r in rows} == {
         (s, p) for s in sc.SHAPES for p in sc.SHAPE_PARAMS[s]}
     for r in rows:
         assert "unit" in r and "distribution" in r
-    assert 0.0 not in sc.VOLFRACTIONS and max(sc.VOLFRACTIONS) == 0.30
+    assert 0.0 not in s1.VOLFRACTIONS and max(s1.VOLFRACTIONS) == 0.30
 
 
 # --- torch batched path vs sasmodels ---------------------------------------------------------
 
 @pytest.mark.parametrize("shape", sc.SHAPES)
 def test_torch_matches_sasmodels_on_prior_draws(shape):
-    p = sc.sample_parameters(shape, np.random.default_rng(2024), 20)
+    p = s1.sample_parameters(shape, np.random.default_rng(2024), 20)
     ref = sc.sasmodels_curves(shape, Q, p)
     got = sc.torch_intensity(shape, Q, p, device="cpu").numpy()
     assert got.shape == (20, Q.size)
@@ -201,8 +202,8 @@ def test_two_j1_over_x_accuracy():
 
 def test_make_dataset_cached_and_chunk_independent(tmp_path, monkeypatch):
     monkeypatch.setenv("SASHELPERS_CACHE", str(tmp_path))
-    q = sc.default_q_nm(64)
-    d1 = sc.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=2, progress=False)
+    q = s1.default_q_nm(64)
+    d1 = s1.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=2, progress=False)
     assert d1["log_i"].shape == (9, 64) and d1["log_i"].dtype == np.float32
     assert d1["params"].shape == (9, len(sc.PARAM_NAMES))
     np.testing.assert_array_equal(d1["shape"], np.repeat([0, 1, 2], 3))
@@ -214,14 +215,14 @@ def test_make_dataset_cached_and_chunk_independent(tmp_path, monkeypatch):
             assert np.all(np.isfinite(rows[:, j])) == (name in sc.SHAPE_PARAMS[shape])
     files = sorted(tmp_path.rglob("*.npz"))
     assert len(files) == 6
-    d2 = sc.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=2, progress=False)
+    d2 = s1.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=2, progress=False)
     np.testing.assert_array_equal(d1["log_i"], d2["log_i"])
     assert sorted(tmp_path.rglob("*.npz")) == files  # loaded, not regenerated
-    d3 = sc.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=3, progress=False,
+    d3 = s1.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=3, progress=False,
                          cache=False)
     np.testing.assert_array_equal(d1["log_i"], d3["log_i"])
     # torch engine: same parameters and noise, same curves to float32 precision
-    d4 = sc.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=3, progress=False,
+    d4 = s1.make_dataset(sc.SHAPES, 3, seed=7, q_nm=q, workers=1, chunk_size=3, progress=False,
                          cache=False, engine="torch")
     np.testing.assert_array_equal(d1["params"], d4["params"])
     np.testing.assert_allclose(d1["log_i"], d4["log_i"], atol=1e-5)
@@ -230,9 +231,9 @@ def test_make_dataset_cached_and_chunk_independent(tmp_path, monkeypatch):
 
 
 def test_noise_is_multiplicative_ten_percent():
-    cfg = {"shape": "sphere", "q_nm": list(sc.default_q_nm(256)), "engine": "torch"}
-    noisy = sc.curves_chunk(cfg, 1, 0, 40)
-    clean = sc.curves_chunk(dict(cfg, noise=0.0), 1, 0, 40)
+    cfg = {"shape": "sphere", "q_nm": list(s1.default_q_nm(256)), "engine": "torch"}
+    noisy = s1.curves_chunk(cfg, 1, 0, 40)
+    clean = s1.curves_chunk(dict(cfg, noise=0.0), 1, 0, 40)
     np.testing.assert_array_equal(noisy["params"], clean["params"])
     ratio = np.exp(noisy["log_i"].astype(np.float64) - clean["log_i"])
     assert abs(ratio.mean() - 1) < 0.005 and abs(ratio.std() - 0.1) < 0.005
@@ -241,9 +242,9 @@ def test_noise_is_multiplicative_ten_percent():
 # --- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call", [
-    lambda: sc.sample_parameters("cube", np.random.default_rng(0), 3),
-    lambda: sc.sample_parameters("sphere", 0, 3),
-    lambda: sc.sample_parameters("sphere", np.random.default_rng(0), 0),
+    lambda: s1.sample_parameters("cube", np.random.default_rng(0), 3),
+    lambda: s1.sample_parameters("sphere", 0, 3),
+    lambda: s1.sample_parameters("sphere", np.random.default_rng(0), 0),
     lambda: sc.torch_intensity("cube", Q, {"radius_nm": 1.0, "radius_pd": 0.1}),
     lambda: sc.torch_intensity("sphere", Q, {"radius_nm": -1.0, "radius_pd": 0.1}),
     lambda: sc.torch_intensity("sphere", Q, {"radius_nm": 0.0, "radius_pd": 0.1}),
@@ -260,10 +261,10 @@ def test_noise_is_multiplicative_ten_percent():
     lambda: sc.sasmodels_curves("cylinder", Q, {"radius_nm": 1.0, "radius_pd": 0.1}),
     lambda: sc.sasmodels_intensity("sphere", [-1.0], radius_nm=1.0),
     lambda: sc.sasmodels_intensity("sphere", [1.0], radius_nm=1.0, lenght_nm=3.0),
-    lambda: sc.default_q_nm(256, 3.0, 0.03),
-    lambda: sc.make_dataset(["sphere", "cube"], 2, progress=False),
-    lambda: sc.make_dataset("sphere", 2, noise_level=0.2, progress=False),
-    lambda: sc.add_noise([1.0], np.random.default_rng(0), rel=-0.1),
+    lambda: s1.default_q_nm(256, 3.0, 0.03),
+    lambda: s1.make_dataset(["sphere", "cube"], 2, progress=False),
+    lambda: s1.make_dataset("sphere", 2, noise_level=0.2, progress=False),
+    lambda: s1.add_noise([1.0], np.random.default_rng(0), rel=-0.1),
     lambda: sc.hardsphere_sq([1.0], 1.0, 0.9),
 ])
 def test_bad_input_raises_value_error(call):

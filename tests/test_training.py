@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sashelpers import training
+from sashelpers.learn import training
 
 
 def make_data(n=256, seed=0):

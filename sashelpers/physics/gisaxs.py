@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_module, get_array_module
+from ..core.backend import array_module, get_array_module
 
 # --- constants (PHYSICS.md section 3) ------------------------------------------------------------
 
@@ -575,71 +575,7 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
     return image.reshape(grid.shape).astype(xp.float32)
 
 
-# --- datasets: the 7-class training images (studies 3, 4) ---------------------------------------
-
-DATASET_DEFAULTS = {
-    "image_size": 64,  # output pixels per side (square image)
-    "supersample": 2,  # simulate supersample x supersample points per output pixel, then area-average
-    "n_orient": 60,  # random grain orientations per image (uniform in the class's symmetry range)
-    "qy_range_nm": (0.0, 2.0),  # pixel edges of the window, nm^-1 (orientation averages are ~symmetric in q_y)
-    "qz_range_nm": (0.0, 2.0),
-    "lattice_nm": (10.0, 30.0),  # cube edge a (cubic) or in-plane nearest-neighbour distance d (HCP)
-    "radius_fraction": (0.25, 0.45),  # sphere radius / nearest-neighbour distance (< 0.5: no overlap)
-    "reps": (2, 20),  # cells along each in-plane lattice vector, drawn uniformly, then capped
-    "reps_z": (2, 10),  # cells along the third lattice vector, drawn uniformly, then capped
-    "alpha_i_deg": (0.1, 0.3),  # incidence angle, around alpha_c(Si) = 0.179 deg
-    "min_peak_px": 2.0,  # cap N so that a Laue peak's FWHM spans >= this many simulated pixels
-    "decades": 6.0,  # dynamic range kept by the log normalisation
-    "substrate": "Si",
-}
-
-
-def dataset_config(**overrides) -> dict:
-    """A validated dataset config: DATASET_DEFAULTS updated with ``overrides`` (JSON-able, hashable).
-
-    The returned dict is what ``dataset_chunk`` takes and what the dataset cache key is built from.
-    """
-    unknown = set(overrides) - set(DATASET_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown dataset config keys {sorted(unknown)}; allowed: {', '.join(DATASET_DEFAULTS)}")
-    cfg = {**DATASET_DEFAULTS, **overrides}
-    for key in ("image_size", "supersample", "n_orient"):
-        v = cfg[key]
-        hi = {"image_size": 1024, "supersample": 8, "n_orient": 10_000}[key]
-        lo = 8 if key == "image_size" else 1
-        if isinstance(v, bool) or int(v) != v or not lo <= v <= hi:
-            raise ValueError(f"{key}={v!r} must be an integer in [{lo}, {hi}]")
-        cfg[key] = int(v)
-
-    def pair(key, lo, hi, integer=False):
-        v = cfg[key]
-        try:
-            a, b = (float(x) for x in v)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key}={v!r} must be a (low, high) pair within [{lo}, {hi}]") from None
-        if not (lo <= a <= b <= hi) or (integer and (a != int(a) or b != int(b))):
-            kind = "integers" if integer else "numbers"
-            raise ValueError(f"{key}={v!r} must be {kind} low <= high within [{lo}, {hi}]")
-        cfg[key] = [int(a), int(b)] if integer else [a, b]
-
-    pair("lattice_nm", 1e-3, 1e4)
-    pair("radius_fraction", 1e-3, 0.5)
-    pair("reps", 1, 100_000, integer=True)
-    pair("reps_z", 1, 100_000, integer=True)
-    pair("alpha_i_deg", 1e-3, 10)
-    pair("qy_range_nm", -50, 50)
-    pair("qz_range_nm", 0, 50)
-    for key in ("qy_range_nm", "qz_range_nm"):
-        if cfg[key][0] == cfg[key][1]:
-            raise ValueError(f"{key}={cfg[key]!r} must have low < high")
-    if not (0 < float(cfg["min_peak_px"]) <= 100):
-        raise ValueError(f"min_peak_px={cfg['min_peak_px']!r} must lie in (0, 100] pixels")
-    if not (0 < float(cfg["decades"]) <= 30):
-        raise ValueError(f"decades={cfg['decades']!r} must lie in (0, 30]")
-    cfg["min_peak_px"], cfg["decades"] = float(cfg["min_peak_px"]), float(cfg["decades"])
-    _substrate(cfg["substrate"])
-    return cfg
-
+# --- pixel grids and image scaling ---------------------------------------------------------------
 
 def pixel_grid(image_size: int, qy_range_nm=(0.0, 2.0), qz_range_nm=(0.0, 2.0), supersample: int = 1) -> QGrid:
     """A QGrid at the pixel centres of an image_size^2 image whose pixel edges span the ranges,
@@ -685,67 +621,3 @@ def reps_cap(class_name: str, lattice_nm: float, dq_nm: float, min_peak_px: floa
     _check_positive("min_peak_px", min_peak_px)
     lengths = np.linalg.norm(cell, axis=1)
     return tuple(max(1, int(0.886 * 2 * math.pi / (min_peak_px * dq_nm * a))) for a in lengths)
-
-
-def sample_parameters(class_name: str, config: dict, rng) -> dict:
-    """Draw one image's physical parameters for ``class_name`` from the config's ranges.
-
-    Returns lattice_nm, radius_nm, reps (N1, N2, N3, capped by ``reps_cap`` on the simulated grid),
-    alpha_i_deg and the orientation angles (degrees).
-    """
-    _check_class(class_name)
-    a = float(rng.uniform(*config["lattice_nm"]))
-    nn = nearest_neighbour_nm(class_name, a)
-    radius = float(rng.uniform(*config["radius_fraction"])) * nn
-    n_par = int(rng.integers(config["reps"][0], config["reps"][1] + 1))
-    n_z = int(rng.integers(config["reps_z"][0], config["reps_z"][1] + 1))
-    alpha = float(rng.uniform(*config["alpha_i_deg"]))
-    angles = rng.uniform(0.0, symmetry_range_deg(class_name), config["n_orient"])
-    n_sim = config["image_size"] * config["supersample"]
-    dq = min((config["qy_range_nm"][1] - config["qy_range_nm"][0]) / n_sim,
-             (config["qz_range_nm"][1] - config["qz_range_nm"][0]) / n_sim)
-    cap = reps_cap(class_name, a, dq, config["min_peak_px"])
-    reps = tuple(min(n, c) for n, c in zip((n_par, n_par, n_z), cap))
-    return {"lattice_nm": a, "radius_nm": radius, "reps": reps, "alpha_i_deg": alpha, "angles_deg": angles}
-
-
-def render(class_name: str, params: dict, config: dict, *, normalise: bool = True):
-    """The image of one sample: simulate on the supersampled grid, area-average to image_size^2,
-    and (by default) log-normalise. float32 (image_size, image_size), q_z increasing along axis 0."""
-    grid = pixel_grid(config["image_size"], config["qy_range_nm"], config["qz_range_nm"], config["supersample"])
-    img = simulate(class_name, params["lattice_nm"], params["radius_nm"], params["reps"], params["alpha_i_deg"],
-                   grid, angles_deg=params["angles_deg"], substrate=config["substrate"], xp=np)
-    img = area_average(np.asarray(img, dtype=np.float64), config["supersample"])
-    return log_normalise(img, config["decades"]) if normalise else img.astype(np.float32)
-
-
-def dataset_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
-    """Samples [start, stop) of the 7-class dataset (a ``datasets.generate`` generator).
-
-    Sample i has label i % 7 (so every class is equally represented) and draws its parameters
-    from ``datasets.sample_rng(seed, i)``: the data do not depend on the chunking.
-    Returns images (n, S, S) float32 in [0, 1] (``log_normalise``), labels (n,) int64, and the
-    parameters lattice_nm, radius_nm, reps (n, 3), alpha_i_deg.
-    """
-    from .datasets import sample_rng
-
-    config = dataset_config(**config)
-    if not (0 <= start < stop):
-        raise ValueError(f"start={start!r}, stop={stop!r} must satisfy 0 <= start < stop")
-    out = {"images": [], "labels": [], "lattice_nm": [], "radius_nm": [], "reps": [], "alpha_i_deg": []}
-    for i in range(int(start), int(stop)):
-        label = i % len(CLASS_NAMES)
-        name = CLASS_NAMES[label]
-        params = sample_parameters(name, config, sample_rng(seed, i))
-        out["images"].append(render(name, params, config))
-        out["labels"].append(label)
-        for key in ("lattice_nm", "radius_nm", "reps", "alpha_i_deg"):
-            out[key].append(params[key])
-    return {
-        "images": np.stack(out["images"]).astype(np.float32),
-        "labels": np.asarray(out["labels"], dtype=np.int64),
-        "lattice_nm": np.asarray(out["lattice_nm"], dtype=np.float32),
-        "radius_nm": np.asarray(out["radius_nm"], dtype=np.float32),
-        "reps": np.asarray(out["reps"], dtype=np.int32),
-        "alpha_i_deg": np.asarray(out["alpha_i_deg"], dtype=np.float32),
-    }

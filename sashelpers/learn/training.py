@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backend import torch_device
+from ..core.backend import torch_device
 
 
 @dataclass
@@ -184,7 +184,7 @@ def save_model(path: str | Path, model: torch.nn.Module, card: dict) -> Path:
     """Write ``<path>.pt`` (state_dict) and ``<path>.json`` (the model card); return the .pt path."""
     path = Path(path).with_suffix("")
     _save_atomic(model.state_dict(), path.with_suffix(".pt"))
-    from .report import versions
+    from ..core.report import versions
 
     card = {**card, "versions": versions(), "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tmp = path.with_suffix(".json.tmp")

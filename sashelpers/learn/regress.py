@@ -1,6 +1,6 @@
 """Gradient-boosted regression of parameters from curves (XGBoost), one model per output.
 
-Study 2 follows Röding et al. (2022): one XGBoost regressor per output parameter, trained with
+As in study 2 (Röding et al. 2022): one XGBoost regressor per output parameter, trained with
 squared error and early stopping on a validation set. Inputs are feature vectors (for SAXS:
 log10 of the normalised curve), standardised per feature with the *training* set's mean and
 standard deviation; the statistics travel with the model.
@@ -33,19 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from ..core import backend
 
 QUANTILES = (0.05, 0.95)
 _BOOST_KEYS = {"n_estimators", "early_stopping_rounds"}
-DEFAULT_PARAMS = {  # a laptop-scale version of the paper's settings (see profiles for each scale)
+DEFAULT_PARAMS = {  # laptop-scale settings; study 2 sets its own per profile
     "learning_rate": 0.05, "max_depth": 8, "min_child_weight": 3, "subsample": 0.6,
     "colsample_bytree": 0.3, "reg_lambda": 0.2, "max_bin": 256,
     "n_estimators": 2000, "early_stopping_rounds": 100,
-}
-PAPER_PARAMS = {  # Röding et al. 2022
-    "learning_rate": 0.005, "max_depth": 15, "min_child_weight": 3, "subsample": 0.15,
-    "colsample_bytree": 0.15, "reg_lambda": 0.2, "max_bin": 1024,
-    "n_estimators": 50000, "early_stopping_rounds": 1000,
 }
 
 
@@ -308,7 +303,7 @@ class BoostedRegressor:
     # -- persistence --
     def card(self, **extra) -> dict:
         """The JSON model card: outputs, hyperparameters, device, standardisation, history, versions."""
-        from . import report
+        from ..core import report
 
         return {"kind": "sashelpers.regress.BoostedRegressor", "outputs": self.outputs, "params": self.params,
                 "quantiles": self.quantiles, "device": self.device, "seed": self.seed,

@@ -1,17 +1,17 @@
-"""Analytic scatterers through sasmodels, with the book's units at the boundary.
+"""Analytic scatterers through sasmodels, with the book's units at the boundary, and the same
+curves batched in torch.
 
 The book works in nm and nm^-1; sasmodels in A and A^-1 (SLD in 1e-6 A^-2, I in cm^-1).
 ``sasmodels_intensity`` converts once: q_nm -> A^-1, and every parameter given with an ``_nm``
 suffix (``radius_nm=8``) -> the sasmodels parameter in A (``radius=80``).
 
-Study 1 (invertible network on analytic scatterers) on top of it:
-
-* ``SHAPES``, ``PRIORS`` / ``priors_table``, ``sample_parameters``: the paper's Table 1 priors;
-* ``sasmodels_curves``, ``add_noise``, ``curves_chunk``, ``make_dataset``: noisy log I(q)
-  training sets, cached and chunked through ``datasets.generate``;
+* ``SHAPES``, ``SHAPE_PARAMS``: the shapes these kernels know and the parameters each takes;
+* ``sasmodels_curves``: I(q) of a batch of parameter sets, one sasmodels call each;
 * ``torch_intensity``, ``hardsphere_sq``: the same polydisperse curves for a whole batch of
-  parameter sets in one torch call (CPU or CUDA), checked against sasmodels to <= 1e-5
-  (in practice 1e-7 for the hard-sphere product, 1e-10 or better otherwise).
+  parameter sets in one torch call (CPU or CUDA), checked against sasmodels in
+  ``tests/test_scatterers.py`` (float64: 1e-10, the hard-sphere product 3e-7).
+
+The formulas are in the book's chapter "Physics and conventions" (section *Analytic scatterers*).
 """
 
 from __future__ import annotations
@@ -68,111 +68,31 @@ def sasmodels_intensity(model: str, q_nm, **pars) -> np.ndarray:
     return np.asarray(call_kernel(_kernel(model, q.tobytes()), sm_pars), dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------------------------
-# Study 1: shapes, priors, noisy training curves
-# ---------------------------------------------------------------------------------------------
-
-#: The three shapes of study 1, in class-label order (``shape`` column of a dataset).
+#: The shapes these kernels compute (sasmodels model names; ``sphere@hardsphere`` is the
+#: product P(q) S(q) with the Percus-Yevick hard-sphere structure factor).
 SHAPES = ("sphere", "sphere@hardsphere", "cylinder")
 
-#: Columns of a dataset's ``params`` array (union over shapes; NaN where a shape has no such
-#: parameter, e.g. ``length_nm`` of a sphere).
+#: Every parameter any shape takes (lengths in nm, ``*_pd`` relative Gaussian widths).
 PARAM_NAMES = ("radius_nm", "radius_pd", "length_nm", "length_pd", "volfraction")
 
-#: The parameters each shape draws from its prior.
+#: The parameters of each shape.
 SHAPE_PARAMS = {
     "sphere": ("radius_nm", "radius_pd"),
     "sphere@hardsphere": ("radius_nm", "radius_pd", "volfraction"),
     "cylinder": ("radius_nm", "radius_pd", "length_nm", "length_pd"),
 }
 
-#: Hard-sphere volume fractions. The authors' script cycled 0, 0.05, ..., 0.30 (the "7 discrete
-#: values" of the text); 0 is left out here: with phi = 0, S(q) = 1 and sasmodels' P@S scales
-#: the intensity by phi, so the curve is identically zero (log I = -inf), and as a shape it
-#: would be a plain sphere with a different label.
-VOLFRACTIONS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
-
-_RADIUS = {"distribution": "truncated normal", "mean": 2.0, "sd": 1.0, "lower": 0.2,
-           "upper": None, "unit": "nm",
-           "note": "lower cut 0.2 nm: below it qR < 0.6 on the whole grid (a flat Guinier "
-                   "plateau) and the particle is smaller than an atom pair"}
-_PD = {"distribution": "truncated normal", "mean": 0.1, "sd": 0.03, "lower": 0.0,
-       "upper": 0.3, "unit": "",
-       "note": "relative Gaussian width sigma/mean; upper cut 0.3 (< 1/3) keeps mean - 3 sigma > 0"}
-_LENGTH = {"distribution": "truncated normal", "mean": 10.0, "sd": 5.0, "lower": 1.0,
-           "upper": None, "unit": "nm",
-           "note": "lower cut 1 nm: thinner 'cylinders' are platelets a few atoms thick"}
-_VOLFRACTION = {"distribution": "uniform discrete", "values": VOLFRACTIONS, "unit": "",
-                "note": "hard-sphere volume fraction; 0 excluded (zero intensity in P@S)"}
-
-#: Priors per shape and parameter (paper Table 1); a notebook prints them with ``priors_table``.
-PRIORS = {
-    "sphere": {"radius_nm": _RADIUS, "radius_pd": _PD},
-    "sphere@hardsphere": {"radius_nm": _RADIUS, "radius_pd": _PD, "volfraction": _VOLFRACTION},
-    "cylinder": {"radius_nm": _RADIUS, "radius_pd": _PD, "length_nm": _LENGTH, "length_pd": _PD},
-}
-
-#: Settings shared by every study-1 curve (sasmodels units: SLD in 1e-6 A^-2, I in cm^-1).
-#: background = 0: the curves encode shape and size only; a flat 0.001 cm^-1 (sasmodels'
-#: default) would hide the high-q minima of small particles and is not part of the noise model.
-CURVE_SETTINGS = {"sld": 1.0, "sld_solvent": 0.0, "scale": 1.0, "background": 0.0,
-                  "pd_type": "gaussian", "pd_n": 35, "pd_nsigma": 3.0, "noise": 0.1}
+#: Contrast, scale, background and dispersity mesh used when a call does not say otherwise
+#: (sasmodels units: SLD in 1e-6 A^-2, I in cm^-1; Gaussian dispersity with 35 points over
+#: +-3 sigma, as sasmodels' defaults; background 0 rather than sasmodels' 0.001 cm^-1).
+DEFAULT_SETTINGS = {"sld": 1.0, "sld_solvent": 0.0, "scale": 1.0, "background": 0.0,
+                    "pd_type": "gaussian", "pd_n": 35, "pd_nsigma": 3.0}
 
 
 def _check_shape(shape: str) -> str:
     if shape not in SHAPES:
-        raise ValueError(f"shape={shape!r} is not a study-1 shape; allowed: {', '.join(SHAPES)}")
+        raise ValueError(f"shape={shape!r} is not a known shape; allowed: {', '.join(SHAPES)}")
     return shape
-
-
-def priors_table(shapes=SHAPES) -> list[dict]:
-    """The priors as rows {shape, parameter, distribution, mean, sd, lower, upper, values, unit, note}."""
-    rows = []
-    for shape in shapes:
-        for par, prior in PRIORS[_check_shape(shape)].items():
-            row = {"shape": shape, "parameter": par, "mean": None, "sd": None, "lower": None,
-                   "upper": None, "values": None}
-            row.update(prior)
-            rows.append(row)
-    return rows
-
-
-def _truncated_normal(rng: np.random.Generator, mean, sd, lower, upper, n: int) -> np.ndarray:
-    """n draws of N(mean, sd) restricted to [lower, upper] by rejection (order-stable)."""
-    lo = -np.inf if lower is None else lower
-    hi = np.inf if upper is None else upper
-    out = rng.normal(mean, sd, n)
-    bad = (out < lo) | (out > hi)
-    while bad.any():
-        out[bad] = rng.normal(mean, sd, int(bad.sum()))
-        bad = (out < lo) | (out > hi)
-    return out
-
-
-def sample_parameters(shape: str, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    """n parameter sets of ``shape`` drawn from ``PRIORS``: {name: array (n,)} (nm for lengths)."""
-    _check_shape(shape)
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng={rng!r} must be a numpy Generator (np.random.default_rng(seed))")
-    if int(n) != n or n < 1:
-        raise ValueError(f"n={n!r} must be a positive integer number of parameter sets")
-    out = {}
-    for par, prior in PRIORS[shape].items():
-        if prior["distribution"] == "uniform discrete":
-            out[par] = rng.choice(np.asarray(prior["values"], dtype=np.float64), size=int(n))
-        else:
-            out[par] = _truncated_normal(rng, prior["mean"], prior["sd"], prior["lower"],
-                                         prior["upper"], int(n))
-    return out
-
-
-def default_q_nm(n: int = 256, q_min: float = 0.03, q_max: float = 3.0) -> np.ndarray:
-    """The study-1 q grid: n log-spaced points in [q_min, q_max] nm^-1."""
-    if int(n) != n or n < 2:
-        raise ValueError(f"n={n!r} must be an integer >= 2")
-    if not (0 < q_min < q_max) or not np.isfinite(q_max):
-        raise ValueError(f"need 0 < q_min < q_max; got q_min={q_min!r}, q_max={q_max!r} (nm^-1)")
-    return np.geomspace(q_min, q_max, int(n))
 
 
 def _check_q(q_nm) -> np.ndarray:
@@ -210,7 +130,7 @@ def _check_params(shape: str, params: dict) -> dict:
 
 def sasmodels_pars(shape: str, params: dict, settings: dict | None = None) -> dict:
     """sasmodels keyword arguments (book units, see ``sasmodels_intensity``) for one parameter set."""
-    s = dict(CURVE_SETTINGS, **(settings or {}))
+    s = dict(DEFAULT_SETTINGS, **(settings or {}))
     pars = {"sld": s["sld"], "sld_solvent": s["sld_solvent"], "scale": s["scale"],
             "background": s["background"]}
     for name in SHAPE_PARAMS[shape]:
@@ -236,105 +156,6 @@ def sasmodels_curves(shape: str, q_nm, params: dict, settings: dict | None = Non
     out = np.empty((n, q.size))
     for i in range(n):
         out[i] = sasmodels_intensity(shape, q, **sasmodels_pars(shape, {k: a[i] for k, a in arrays.items()}, settings))
-    return out
-
-
-def add_noise(intensity, rng: np.random.Generator, rel: float = 0.1) -> np.ndarray:
-    """Multiplicative Gaussian noise per point: I * N(1, rel), the factor kept > 0."""
-    if not (0 <= rel < 1):
-        raise ValueError(f"rel={rel!r} must be in [0, 1)")
-    intensity = np.asarray(intensity, dtype=np.float64)
-    factor = rng.normal(1.0, rel, intensity.shape)
-    return intensity * np.maximum(factor, 1e-6)  # a factor <= 0 is a > 10-sigma event at rel=0.1
-
-
-def _shape_rng(seed: int, shape: str, index: int) -> np.random.Generator:
-    """Per-sample generator, distinct per shape, independent of chunking."""
-    return np.random.default_rng([int(seed), SHAPES.index(shape), int(index)])
-
-
-def curves_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
-    """datasets.generate chunk: noisy curves of ``config['shape']`` for samples [start, stop).
-
-    Sample i draws its parameters and then its noise from one generator seeded by
-    (seed, shape, i). Returns log_i (float32, natural log of I in cm^-1), params (float32,
-    columns PARAM_NAMES, NaN where the shape has no such parameter), shape (int label).
-    """
-    shape = _check_shape(config["shape"])
-    q = _check_q(config["q_nm"])
-    settings = {k: config[k] for k in CURVE_SETTINGS if k in config}
-    noise = float(settings.get("noise", CURVE_SETTINGS["noise"]))
-    engine = config.get("engine", "sasmodels")
-    n = stop - start
-    params = np.full((n, len(PARAM_NAMES)), np.nan)
-    rngs = [_shape_rng(seed, shape, i) for i in range(start, stop)]
-    for row, rng in enumerate(rngs):
-        draw = sample_parameters(shape, rng, 1)
-        for name, value in draw.items():
-            params[row, PARAM_NAMES.index(name)] = value[0]
-    cols = {name: params[:, PARAM_NAMES.index(name)] for name in SHAPE_PARAMS[shape]}
-    if engine == "sasmodels":
-        clean = sasmodels_curves(shape, q, cols, settings)
-    elif engine == "torch":
-        import multiprocessing
-
-        import torch
-
-        device = None
-        if multiprocessing.parent_process() is not None:
-            # a worker forked from a process that already ran torch ops hangs in the OpenMP pool;
-            # one intra-op thread per worker avoids that and the oversubscription of cores.
-            # CUDA cannot be used in a forked child: workers compute on the CPU.
-            torch.set_num_threads(1)
-            device = "cpu"
-        s = dict(CURVE_SETTINGS, **settings)
-        if s["pd_type"] != "gaussian":
-            raise ValueError(f"pd_type={s['pd_type']!r}: engine='torch' supports 'gaussian' only")
-        clean = torch_intensity(shape, q, cols, dtype=torch.float64, device=device,
-                                pd_n=int(s["pd_n"]),
-                                nsigma=float(s["pd_nsigma"]), sld=s["sld"],
-                                sld_solvent=s["sld_solvent"], scale=s["scale"],
-                                background=s["background"]).cpu().numpy()
-    else:
-        raise ValueError(f"engine={engine!r} must be 'sasmodels' or 'torch'")
-    noisy = np.stack([add_noise(clean[row], rng, noise) for row, rng in enumerate(rngs)])
-    return {"log_i": np.log(noisy).astype(np.float32), "params": params.astype(np.float32),
-            "shape": np.full(n, SHAPES.index(shape), dtype=np.int64)}
-
-
-def make_dataset(shapes=SHAPES, n_per_shape: int = 5000, seed: int = 0, q_nm=None, *,
-                 workers: int = 2, chunk_size: int = 250, engine: str = "sasmodels",
-                 progress: bool = True, cache: bool = True, **settings) -> dict[str, np.ndarray]:
-    """Noisy study-1 curves for each shape, cached through ``datasets.generate``.
-
-    Returns {"log_i": (N, n_q) float32, "params": (N, len(PARAM_NAMES)) float32,
-    "shape": (N,) int labels into SHAPES, "q_nm": (n_q,)}, shapes concatenated in the order given.
-    ``settings`` override CURVE_SETTINGS (e.g. noise=0.05, background=0.001).
-    engine="sasmodels" (default) loops sasmodels' C kernel: ~0.3 s per polydisperse cylinder
-    curve on one core (5000 cylinders ~ 12 min with 2 workers). engine="torch" computes the same
-    clean curves with ``torch_intensity`` (float64, within 1e-9 of sasmodels, same parameters and
-    noise draws) about 10-30x faster for cylinders; spheres are as fast either way.
-    """
-    from . import datasets
-
-    if isinstance(shapes, str):
-        shapes = (shapes,)
-    for shape in shapes:
-        _check_shape(shape)
-    unknown = [k for k in settings if k not in CURVE_SETTINGS]
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; allowed: {', '.join(CURVE_SETTINGS)}")
-    q = default_q_nm() if q_nm is None else _check_q(q_nm)
-    parts = []
-    for shape in shapes:
-        config = {"shape": shape, "q_nm": [float(v) for v in q], "engine": engine,
-                  **dict(CURVE_SETTINGS, **settings)}
-        name = "study1_" + shape.replace("@", "_")
-        parts.append(datasets.generate(name, curves_chunk, config, n_per_shape, seed,
-                                       chunk_size=chunk_size, workers=workers,
-                                       progress=progress, cache=cache))
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    out["q_nm"] = q
     return out
 
 
@@ -489,7 +310,7 @@ def hardsphere_sq(q_nm, radius_effective_nm, volfraction, *, dtype=None, device=
     """Percus-Yevick S(q) (sasmodels' ``hardsphere``) as a torch tensor, broadcasting the inputs."""
     import torch
 
-    from .backend import torch_device
+    from ..core.backend import torch_device
 
     dtype = torch.float64 if dtype is None else dtype
     device = torch_device() if device is None else torch.device(device)
@@ -540,7 +361,7 @@ def torch_intensity(shape: str, q_nm, params: dict, *, dtype=None, device=None, 
     """
     import torch
 
-    from .backend import torch_device
+    from ..core.backend import torch_device
 
     _check_shape(shape)
     q_np = _check_q(q_nm)

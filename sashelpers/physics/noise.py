@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module
+from ..core.backend import get_array_module
 
 
 def _as_image(image, name="image"):

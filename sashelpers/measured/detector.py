@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gisaxs
+from ..physics import gisaxs
 
 # --- geometry -----------------------------------------------------------------------------------
 
@@ -294,7 +294,7 @@ class Measurement:
 
 def galaxi_dir() -> Path:
     """data/real/galaxi in the book's root."""
-    from .datasets import repo_root
+    from ..core.datasets import repo_root
 
     return repo_root() / "data" / "real" / "galaxi"
 

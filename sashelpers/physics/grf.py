@@ -1,6 +1,8 @@
-"""Gaussian-random-field (GRF) porous media and their FFT SAXS curves (study 2).
+"""Gaussian-random-field (GRF) porous media and their FFT SAXS curves (the kernels of study 2).
 
-Lengths in nm, q in nm^-1. See PHYSICS.md section 2.
+Lengths in nm, q in nm^-1. The book's chapter "Physics and conventions" (section *Porous media
+from Gaussian random fields*) states the formulas; the study's priors and datasets are in
+``sashelpers.studies.grf_porous``.
 
 Field. White noise w on an N^3 periodic grid of voxel h, filtered in Fourier space,
 
@@ -43,14 +45,10 @@ import math
 import numpy as np
 
 from . import saxs
-from .backend import array_module, fft_module, get_array_module, to_numpy
-from .datasets import sample_rng
+from ..core.backend import array_module, fft_module, get_array_module, to_numpy
 
 DENSITIES = (0.0, 0.65, 1.0)  # pore, layer, solid
 SMOOTH_SIGMA_VOXELS = 2.0
-A_RANGE_NM = (0.8, 8.0)
-POROSITY_RANGES = {"low": (0.1, 0.5), "high": (0.5, 0.9)}
-NU_RANGE = (0.05, 0.5)
 ALPHA_LOG10_RANGE = (2.0, 5.5)
 NOISE_DOMAINS = ("fourier", "real")
 
@@ -464,160 +462,3 @@ def saxs_sample(params: dict, n: int, voxel_nm: float, q_nm, rng, *, noise: bool
     out["invariant"] = float(windowed_invariant(q, obs))
     out["features"] = np.log10(obs / out["invariant"])
     return out
-
-
-# --- datasets -----------------------------------------------------------------------------------
-
-DEFAULT_CONFIG = {
-    "n": 128,
-    "voxel_nm": 0.5,
-    "q_min_nm": 0.15,
-    "q_max_nm": 3.0,
-    "n_q": 200,
-    "q_spacing": "linear",
-    "phases": 2,
-    "porosity": "low",
-    "a_range_nm": list(A_RANGE_NM),
-    "nu_range": list(NU_RANGE),
-    "alpha_log10_range": list(ALPHA_LOG10_RANGE),
-    "noise": True,
-}
-
-
-def make_config(**overrides) -> dict:
-    """DEFAULT_CONFIG with overrides, validated (unknown keys and bad ranges raise ValueError)."""
-    unknown = set(overrides) - set(DEFAULT_CONFIG)
-    if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}; allowed: {sorted(DEFAULT_CONFIG)}")
-    config = {**DEFAULT_CONFIG, **overrides}
-    _check_config(config)
-    return config
-
-
-def _check_config(config: dict) -> None:
-    if config["phases"] not in (2, 3):
-        raise ValueError(f"phases={config['phases']!r} must be 2 or 3")
-    if config["porosity"] not in POROSITY_RANGES:
-        raise ValueError(f"porosity={config['porosity']!r}; allowed: {', '.join(POROSITY_RANGES)}")
-    if config["q_spacing"] not in ("linear", "log"):
-        raise ValueError(f"q_spacing={config['q_spacing']!r}; allowed: linear, log")
-    lo, hi = config["a_range_nm"]
-    if not 0 < lo <= hi:
-        raise ValueError(f"a_range_nm={config['a_range_nm']!r} must satisfy 0 < lo <= hi (nm)")
-    lo, hi = config["nu_range"]
-    if not 0 <= lo <= hi < 1:
-        raise ValueError(f"nu_range={config['nu_range']!r} must satisfy 0 <= lo <= hi < 1")
-    saxs.check_q_window(int(config["n"]), float(config["voxel_nm"]), q_grid(config))
-
-
-def q_grid(config: dict) -> np.ndarray:
-    """The output q grid (nm^-1) of a dataset config."""
-    lo, hi, m = float(config["q_min_nm"]), float(config["q_max_nm"]), int(config["n_q"])
-    if not 0 < lo < hi or m < 2:
-        raise ValueError(f"q range [{lo}, {hi}] nm^-1 with n_q={m} must satisfy 0 < q_min < q_max, n_q >= 2")
-    return np.geomspace(lo, hi, m) if config.get("q_spacing") == "log" else np.linspace(lo, hi, m)
-
-
-def sample_params(rng, config: dict) -> dict:
-    """Draw a ~ U[a_range], eps ~ U[porosity range], nu ~ U[nu_range] (three-phase only)."""
-    a = float(rng.uniform(*config["a_range_nm"]))
-    eps = float(rng.uniform(*POROSITY_RANGES[config["porosity"]]))
-    params = {"a_nm": a, "porosity": eps}
-    if config["phases"] == 3:
-        params["nu"] = float(rng.uniform(*config["nu_range"]))
-    return params
-
-
-def generate_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
-    """Samples [start, stop) of a GRF SAXS dataset (for ``datasets.generate``).
-
-    Sample i uses ``datasets.sample_rng(seed, i)``: parameters first, then the structure,
-    then the noise, so the result does not depend on chunking. Returns float32 arrays
-    'features' (log10 normalised noisy curve), 'intensity' (clean curve, nm^3), and the labels
-    'a_nm', 'porosity', 'nu' (three-phase only), plus 'alpha' (NaN without noise).
-    """
-    config = {**DEFAULT_CONFIG, **config}
-    _check_config(config)
-    q = q_grid(config)
-    n, h = int(config["n"]), float(config["voxel_nm"])
-    rows: dict[str, list] = {k: [] for k in ("features", "intensity", "a_nm", "porosity", "alpha")}
-    if config["phases"] == 3:
-        rows["nu"] = []
-    for i in range(start, stop):
-        rng = sample_rng(seed, i)
-        params = sample_params(rng, config)
-        alpha = sample_alpha(rng, config["alpha_log10_range"]) if config["noise"] else None
-        out = saxs_sample(params, n, h, q, rng, noise=bool(config["noise"]), alpha=alpha)
-        rows["features"].append(out["features"])
-        rows["intensity"].append(out["intensity"])
-        rows["alpha"].append(out["alpha"])
-        for k, v in params.items():
-            rows[k].append(v)
-    return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
-
-
-# --- the study's four datasets and replicate curves ---------------------------------------------
-
-STUDY_DATASETS = {  # name -> (phases, porosity range), as in the paper's Table 2
-    "two-phase low": (2, "low"),
-    "two-phase high": (2, "high"),
-    "three-phase low": (3, "low"),
-    "three-phase high": (3, "high"),
-}
-
-
-def study_config(sizes: dict, name: str) -> dict:
-    """The dataset config of one of ``STUDY_DATASETS`` on the grid and q window of ``sizes``
-    (a profile entry with keys n, voxel_nm, q_min_nm, q_max_nm, n_q)."""
-    if name not in STUDY_DATASETS:
-        raise ValueError(f"name={name!r}; allowed: {', '.join(STUDY_DATASETS)}")
-    phases, porosity = STUDY_DATASETS[name]
-    return make_config(n=int(sizes["n"]), voxel_nm=float(sizes["voxel_nm"]), q_min_nm=float(sizes["q_min_nm"]),
-                       q_max_nm=float(sizes["q_max_nm"]), n_q=int(sizes["n_q"]), phases=phases,
-                       porosity=porosity)
-
-
-def _slug(name: str) -> str:
-    return "grf-" + name.replace(" ", "_")
-
-
-def study_datasets(sizes: dict, *, names=None, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
-    """The study's datasets (cached; see ``datasets.generate``): name -> dict of arrays."""
-    from . import datasets
-
-    names = list(STUDY_DATASETS) if names is None else list(names)
-    return {name: datasets.generate(_slug(name), generate_chunk, study_config(sizes, name),
-                                    int(sizes["n_samples"]), seed, chunk_size=64, workers=workers,
-                                    progress=progress)
-            for name in names}
-
-
-def replicate_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
-    """Replicates [start, stop) of one parameter set ``config['params']``: a new structure and
-    new noise (alpha drawn as in training) per replicate; same arrays as ``generate_chunk``."""
-    config = dict(config)
-    params = config.pop("params")
-    _check_params(params)
-    config = {**DEFAULT_CONFIG, **config}
-    _check_config(config)
-    q = q_grid(config)
-    rows: dict[str, list] = {k: [] for k in ("features", "intensity", "alpha")}
-    for i in range(start, stop):
-        rng = sample_rng(seed, i)
-        alpha = sample_alpha(rng, config["alpha_log10_range"]) if config["noise"] else None
-        out = saxs_sample(params, int(config["n"]), float(config["voxel_nm"]), q, rng,
-                          noise=bool(config["noise"]), alpha=alpha)
-        for k in rows:
-            rows[k].append(out[k])
-    return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
-
-
-def replicates(sizes: dict, name: str, params: dict, n: int, *, seed: int = 1, workers: int = 2,
-               progress: bool = True) -> dict:
-    """``n`` replicate curves (cached) of one parameter set on the grid of dataset ``name``."""
-    from . import datasets
-
-    _check_params(params)
-    config = {**study_config(sizes, name), "params": dict(params)}
-    return datasets.generate(_slug(name) + "-replicates", replicate_chunk, config, int(n), seed,
-                             chunk_size=32, workers=workers, progress=progress)

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from sashelpers import ambiguity as am
-from sashelpers import scatterers as sc
+from sashelpers.studies import bayes_shapes as am
+from sashelpers.physics import scatterers as sc
+from sashelpers.studies import inn_scatterers as s1
 
-Q = sc.default_q_nm()
+Q = s1.default_q_nm()
 SMALL = {"library_size": 200}          # small libraries keep these tests fast
 
 
@@ -127,7 +128,7 @@ def test_bad_curves_raise(bad, match):
 
 def test_bad_arguments_raise():
     y = clean("sphere")
-    with pytest.raises(ValueError, match="not a study-1 shape"):
+    with pytest.raises(ValueError, match="not a known shape"):
         am.best_fit("ellipsoid", Q, y)
     with pytest.raises(ValueError, match="q_nm"):
         am.best_fit("sphere", -Q, y)
@@ -141,7 +142,7 @@ def test_bad_arguments_raise():
         am.check_subset(Q, y[None], np.array([0]), n_random=1, effort="slow")
     with pytest.raises(ValueError, match="effort"):
         am.classify(Q, y, effort="slow")
-    with pytest.raises(ValueError, match="not a study-1 shape"):
+    with pytest.raises(ValueError, match="not a known shape"):
         am.classify(Q, y, shapes=("sphere", "ellipsoid"))
 
 

@@ -1,7 +1,7 @@
 """Out-of-distribution (OOD) scores for a classifier (from its logits and from a reconstruction of
 its input), thresholds on held-out data, and AUROC.
 
-A classifier trained on 7 superlattice classes always answers with one of them; these scores
+A classifier (e.g. study 3's, trained on 7 superlattice classes) always answers with one of them; these scores
 say when an input is unlike its training data, so that the answer should not be trusted.
 
 Sign convention, the same for every score: **higher score = more out of distribution**.
@@ -14,8 +14,8 @@ Sign convention, the same for every score: **higher score = more out of distribu
   projection on the leading principal components of the training images (``fit_pca``), in
   log-normalised intensity units. It sees inputs that the classifier maps confidently onto a
   class although they look nothing like the training images -- but "unlike the clean
-  simulations" is all it says: on the study-3 quick test set, adding a flat background of 1e-4
-  (1e-3) of the peak to the linear intensity got 89 % (100 %) of those superlattice images flagged.
+  simulations" is all it says: a faint flat background added to in-distribution images is
+  enough to get most of them flagged.
 
 A threshold is the ``quantile`` (default 0.95) of the scores of held-out in-distribution
 images: by construction about 5 % of in-distribution images are flagged (score > threshold).
@@ -26,7 +26,6 @@ the other half. Pure numpy / torch on the CPU (the model's device is used for th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -266,36 +265,3 @@ def report(model: torch.nn.Module, in_images, images, *, quantile: float = 0.95,
         in_s["recon"], out_s["recon"] = reconstruction.score(in_images), reconstruction.score(images)
     thresholds = {k: fit_threshold(v[:n_cal], quantile) for k, v in in_s.items()}
     return OODReport(float(quantile), thresholds, {k: v[n_cal:] for k, v in in_s.items()}, out_s, softmax(z), n_cal)
-
-
-# --- a synthetic OOD set ----------------------------------------------------------------------------
-
-
-def isolated_sphere_images(config: dict, n: int, seed: int = 0, radius_nm=(2.0, 15.0),
-                           sigma_max: float = 0.3, n_radii: int = 5) -> np.ndarray:
-    """n log-normalised GISAXS images of dilute, polydisperse spheres on the substrate: no
-    lattice, hence no superlattice class (a physical OOD set for study 3).
-
-    Each image: a median radius uniform in radius_nm (nm), a log-normal width uniform in
-    [0, sigma_max], alpha_i uniform in the config's range; the intensity is the mean of the
-    DWBA images (``gisaxs.render``, one sphere: reps (1, 1, 1)) of n_radii radii at the
-    quantiles of that log-normal. config: a ``gisaxs.dataset_config`` (image size, q window,
-    substrate). float32 (n, S, S).
-    """
-    from . import gisaxs
-
-    config = gisaxs.dataset_config(**config)
-    rng = np.random.default_rng([int(seed), 7007])
-    z = np.array([NormalDist().inv_cdf((i + 0.5) / int(n_radii)) for i in range(int(n_radii))])
-    out = []
-    for _ in range(int(n)):
-        r0 = rng.uniform(*radius_nm)
-        sigma = rng.uniform(0.0, sigma_max)
-        alpha = float(rng.uniform(*config["alpha_i_deg"]))
-        total = 0.0
-        for r in r0 * np.exp(sigma * z):
-            params = {"lattice_nm": 4.0 * r, "radius_nm": float(r), "reps": (1, 1, 1), "alpha_i_deg": alpha,
-                      "angles_deg": [0.0]}
-            total = total + gisaxs.render("SC[100]", params, config, normalise=False).astype(np.float64)
-        out.append(gisaxs.log_normalise(total / len(z), config["decades"]))
-    return np.stack(out).astype(np.float32)

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .backend import fft_module, get_array_module
+from ..core.backend import fft_module, get_array_module
 
 SHELLS_PER_DQ = 32  # fine shells per reciprocal-lattice spacing: 8 gives 0.3 % error, 32 gives < 1e-4
 SLD_TO_NM2 = 1e-4  # a scattering length density of 1e-6 A^-2 is 1e-4 nm^-2

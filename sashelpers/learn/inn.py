@@ -14,9 +14,9 @@ the model fits.
 
 Discrete shape is handled outside the INN: one conditional INN per shape behind a classifier.
 Where the classifier is unsure (top probability below ``refine_below``), the shape can be
-decided instead by the likelihood of the curve under each shape (``sashelpers.ambiguity``:
-best fits and prior-weighted marginal likelihoods, 1-2 s per curve), which is exact for
-study 1's noise model and priors.
+decided instead by a *second opinion*: any callable ``(q_nm, log_i, shapes, effort) ->
+posterior (n, n_shapes)`` handed to the model, e.g. study 1's likelihood classifier
+``sashelpers.studies.bayes_shapes.second_opinion``.
 """
 
 from __future__ import annotations
@@ -111,9 +111,12 @@ def interval_coverage(samples: np.ndarray, truth: np.ndarray, level: float = 0.9
     return ((truth >= lo) & (truth <= hi)).mean(axis=0)
 
 
-# --- study 1: shape classifier + one conditional INN per shape ------------------------------------
+# --- a shape classifier + one conditional INN per shape -------------------------------------------
 
-_LOG_PARAMS = ("radius_nm", "length_nm")  # positive, broad: learned in log space
+def _log_scaled(name: str) -> bool:
+    """Lengths (names ending in ``_nm``) are positive and broad: they are learned in log space."""
+    return name.endswith("_nm")
+
 
 
 class CurveFeatures:
@@ -184,7 +187,7 @@ class ParamTransform:
     def _forward_raw(self, v):
         v = v.copy()
         for j, name in enumerate(self.names):
-            if name in _LOG_PARAMS:
+            if _log_scaled(name):
                 if np.any(v[:, j] <= 0):
                     raise ValueError(f"{name} must be > 0 for the log transform")
                 v[:, j] = np.log(v[:, j])
@@ -201,7 +204,7 @@ class ParamTransform:
     def inverse(self, u) -> np.ndarray:
         v = np.asarray(u, dtype=np.float64) * self.std + self.mean
         for j, name in enumerate(self.names):
-            if name in _LOG_PARAMS:
+            if _log_scaled(name):
                 v[..., j] = np.exp(v[..., j])
         return v
 
@@ -219,7 +222,9 @@ class ShapeInverter:
     """
 
     def __init__(self, q_nm, shapes, shape_params: dict, features: CurveFeatures,
-                 transforms: dict, *, hidden: int = 128, n_blocks: int = 6, seed: int = 0):
+                 transforms: dict, *, hidden: int = 128, n_blocks: int = 6, seed: int = 0,
+                 second_opinion=None):
+        self.second_opinion = second_opinion
         self.q_nm = np.asarray(q_nm, dtype=np.float64)
         self.shapes = tuple(shapes)
         self.shape_params = {s: tuple(shape_params[s]) for s in self.shapes}
@@ -291,11 +296,13 @@ class ShapeInverter:
 
     def classify(self, log_i, *, refine_below: float | None = 0.99, effort: str = "fast") -> dict:
         """Shape probabilities from the network; where its top probability is below
-        ``refine_below``, replaced by the likelihood-based posterior of ``ambiguity.classify``.
+        ``refine_below``, replaced by the posterior of the model's ``second_opinion`` (for study
+        1, the likelihood classifier ``studies.bayes_shapes.second_opinion``). Without a second
+        opinion the network decides every curve.
 
         Returns {"probabilities": (n, n_shapes), "network": (n, n_shapes) the network's own,
-        "refined": (n,) bool, the curves decided by the likelihood}. refine_below=None: network
-        only; a value above 1 refines every curve. The likelihood assumes study 1's noise model
+        "refined": (n,) bool, the curves decided by the second opinion}. refine_below=None: network
+        only; a value above 1 refines every curve. Study 1's likelihood assumes its noise model
         (I * N(1, 0.1) per point, no background) and priors: for curves that do not follow them,
         pass None.
         """
@@ -304,13 +311,11 @@ class ShapeInverter:
         if refine_below is not None:
             if not refine_below > 0:
                 raise ValueError(f"refine_below={refine_below!r} must be > 0 (or None)")
-            refined = probs.max(axis=1) < refine_below
+            if self.second_opinion is not None:
+                refined = probs.max(axis=1) < refine_below
         out = probs.copy()
         if refined.any():
-            from . import ambiguity
-
-            out[refined] = ambiguity.classify(self.q_nm, np.atleast_2d(log_i)[refined], shapes=self.shapes,
-                                              effort=effort)["posterior"]
+            out[refined] = self.second_opinion(self.q_nm, np.atleast_2d(log_i)[refined], self.shapes, effort)
         return {"probabilities": out, "network": probs, "refined": refined}
 
     @torch.no_grad()
@@ -323,7 +328,7 @@ class ShapeInverter:
 
     def prepare_curve(self, q_nm, intensity) -> np.ndarray:
         """Validate a measured curve and return log I on the model's q grid (interpolated in log-log)."""
-        from .io import validate_curve
+        from ..measured.io import validate_curve
 
         q, i = np.asarray(q_nm, dtype=np.float64), np.asarray(intensity, dtype=np.float64)
         validate_curve(q, i, name="curve", positive_intensity=True)
@@ -340,7 +345,7 @@ class ShapeInverter:
         """Shape probabilities and posterior samples for one measured curve (I in cm^-1).
 
         If the network's top shape probability is below ``refine_below``, the shape is decided
-        by the curve's likelihood under each shape (``classify``; 1-2 s); "shape_source" says which.
+        by the model's second opinion (``classify``); "shape_source" says which.
         """
         import warnings
 
@@ -355,7 +360,7 @@ class ShapeInverter:
             warnings.warn(f"this curve lies outside the training domain (score {score:.1f} > "
                           f"{self.features.threshold:.1f}): the prediction is an extrapolation", stacklevel=2)
         return {"shape": shape, "shape_probabilities": dict(zip(self.shapes, probs.tolist())),
-                "shape_source": "likelihood" if cls["refined"][0] else "network",
+                "shape_source": "second opinion" if cls["refined"][0] else "network",
                 "network_probabilities": dict(zip(self.shapes, cls["network"][0].tolist())),
                 "samples": {p: samples[:, j] for j, p in enumerate(self.shape_params[shape])},
                 "domain_score": score, "in_domain": in_domain}
@@ -372,7 +377,7 @@ class ShapeInverter:
         return save_model(path, self.net, {**self.card(), **(extra or {})})
 
     @classmethod
-    def load(cls, path) -> "ShapeInverter":
+    def load(cls, path, *, second_opinion=None) -> "ShapeInverter":
         import json
         from pathlib import Path
 
@@ -387,7 +392,8 @@ class ShapeInverter:
             t.names, t.dequantize = tuple(st["names"]), st["dequantize"]
             t.mean, t.std = np.asarray(st["mean"]), np.asarray(st["std"])
             transforms[s] = t
-        obj = cls(card["q_nm"], card["shapes"], card["shape_params"], features, transforms, **card["arch"])
+        obj = cls(card["q_nm"], card["shapes"], card["shape_params"], features, transforms, **card["arch"],
+                  second_opinion=second_opinion)
         load_model(path, obj.net)
         obj.features.reference = obj.net["domain_reference"].value.numpy()
         return obj
@@ -415,10 +421,10 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
     median and the coverage of the central ``level`` interval (posterior of the TRUE shape, so
     that regression quality is measured separately from classification).
 
-    With ``refine_below`` the shapes come from ``ShapeInverter.classify`` (the likelihood decides
+    With ``refine_below`` the shapes come from ``ShapeInverter.classify`` (the second opinion decides
     where the network is unsure); "shape_accuracy_network" and "predicted_network" keep the
     network's own verdicts (and "confusion_network" its confusion matrix), and "refined" marks
-    the curves the likelihood decided."""
+    the curves the second opinion decided."""
     labels = np.asarray(shape_labels)
     cls = model.classify(log_i, refine_below=refine_below)
     pred, pred_net = cls["probabilities"].argmax(axis=1), cls["network"].argmax(axis=1)
@@ -460,7 +466,7 @@ def baseline_xgboost(features_train, params_train, features_test, *, n_estimator
     """A plain point regressor for comparison: one XGBoost model per parameter column."""
     import xgboost as xgb
 
-    from .backend import xgboost_device
+    from ..core.backend import xgboost_device
 
     preds = []
     for j in range(params_train.shape[1]):

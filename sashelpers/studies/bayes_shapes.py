@@ -24,25 +24,23 @@ written in log I; no log-normal approximation is made.
   each shape's marginal likelihood around its fits; the Bayes-optimal accuracy is the mean of
   max_s p(s | curve) over curves drawn from the prior.
 
-Recorded on study 1's whole test set (1500 curves, the notebook's split; 2 shared CPU cores):
-maximum likelihood picks a wrong shape for 21 curves (1.4 %, 95 % interval 0.9-2.1 %; all true
-spheres: 7 tiny ones taken for dilute hard spheres, 14 taken for squat cylinders), but the
-prior-weighted (Bayes) classifier errs on none (0/1500, <= 0.25 % at 95 %; expected error
-0.11 %), including all 24 curves a network trained on 5000 curves per shape misclassified. The
-ceiling is ~99.9 %, not below 99 %.
+What this gives on study 1's test set is shown in notebook 01, section "How good can any
+classifier be?".
 
 * ``classify(q, log_i)``: the same Bayes classifier for curves without labels;
-  ``inn.ShapeInverter.classify`` asks it where the network is unsure.
+  ``second_opinion`` is its form for ``learn.inn.ShapeInverter`` (which asks it where the
+  network is unsure).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import scatterers as sc
+from ..physics import scatterers as sc
+from . import inn_scatterers as s1
 
-#: Relative noise of study 1's curves (``scatterers.CURVE_SETTINGS['noise']``).
-NOISE = sc.CURVE_SETTINGS["noise"]
+#: Relative noise of study 1's curves (``inn_scatterers.CURVE_SETTINGS['noise']``).
+NOISE = s1.CURVE_SETTINGS["noise"]
 
 #: Where the fits search: the prior's support (radius >= 0.2 nm, length >= 1 nm, widths in
 #: [0, 0.3]) with the open upper ends cut at the prior mean + 8 sd (prior mass beyond < 1e-15).
@@ -93,7 +91,7 @@ def fit_names(shape: str) -> tuple[str, ...]:
 
 def _fixed_options(shape: str) -> list[dict]:
     if shape == "sphere@hardsphere":
-        return [{"volfraction": float(v)} for v in sc.VOLFRACTIONS]
+        return [{"volfraction": float(v)} for v in s1.VOLFRACTIONS]
     return [{}]
 
 
@@ -132,7 +130,7 @@ def log_prior(shape: str, params: dict) -> np.ndarray:
 
     out = 0.0
     for name in fit_names(shape):
-        pr = sc.PRIORS[shape][name]
+        pr = s1.PRIORS[shape][name]
         lo = -np.inf if pr["lower"] is None else pr["lower"]
         hi = np.inf if pr["upper"] is None else pr["upper"]
         a, b = (lo - pr["mean"]) / pr["sd"], (hi - pr["mean"]) / pr["sd"]
@@ -181,7 +179,7 @@ def _draw_support(shape, names, rng, n):
     """Half from the prior, half spread over the whole support (log-uniform radius and length,
     uniform widths), in fit coordinates, shape (n, k)."""
     n_prior = n // 2
-    prior = sc.sample_parameters(shape, rng, max(n_prior, 1))
+    prior = s1.sample_parameters(shape, rng, max(n_prior, 1))
     lo, hi = _bounds(names)
     u = np.empty((n, len(names)))
     for j, name in enumerate(names):
@@ -530,7 +528,7 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
     D_all = fit["all_deviance"].reshape(n, n_fix, n_st)
     u_all = fit["all_u"].reshape(n, n_fix, n_st, k)
     D_best = np.min(np.where(np.isfinite(D_all), D_all, np.inf).reshape(n, -1), axis=1)
-    sd_prior = np.array([sc.PRIORS[shape][nm]["sd"] for nm in names])
+    sd_prior = np.array([s1.PRIORS[shape][nm]["sd"] for nm in names])
     scale_t = (df - 2.0) / df                     # t shape matrix from a covariance
     log_z, ess = np.full(n, -np.inf), np.full(n, np.nan)
 
@@ -597,7 +595,7 @@ def _draw_mixture(shape, names, comps, mix, defensive, df, scale_t, n, rng):
     counts = rng.multinomial(n - n_def, mix)
     parts = [multivariate_t(loc=m, shape=c * scale_t, df=df, allow_singular=True, seed=rng)
              .rvs(size=int(nc)).reshape(int(nc), k) for (m, c), nc in zip(comps, counts) if nc > 0]
-    draw = sc.sample_parameters(shape, rng, n_def)
+    draw = s1.sample_parameters(shape, rng, n_def)
     parts.append(np.stack([np.log(draw[nm]) if nm in _LOG_COORD else draw[nm] for nm in names], axis=1))
     U = np.concatenate(parts)
     lprior = log_prior(shape, to_params(names, U)) + _log_jacobian(names, U)
@@ -730,8 +728,7 @@ def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: floa
 
     q_nm (n_q,) in nm^-1 and log_i (n_q,) or (n, n_q) natural-log intensities in cm^-1, noise
     the relative per-point noise, shapes the candidates (study-1 shapes, equal prior odds).
-    About 1-1.6 s per curve on one CPU core at effort "fast" (81 curves in 129 s, the start
-    libraries built once per process included).
+    Costs about a second per curve on one CPU core at effort "fast".
     Returns {"posterior": (n, n_shapes), "bayes_shape": (n,), "deviance": (n, n_shapes),
     "params": {shape: {name: (n,)}} (best fits), "shapes"}; a single curve gives n = 1.
     The answer is only as good as the model: it assumes the noise is I * N(1, noise) and the
@@ -740,6 +737,12 @@ def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: floa
     _, y, _ = _check_curves(q_nm, log_i)
     res = _assess(q_nm, y, None, effort, shapes=shapes, noise=_check_noise(noise))
     return {k: res[k] for k in ("posterior", "bayes_shape", "deviance", "params", "shapes")}
+
+
+def second_opinion(q_nm, log_i, shapes=sc.SHAPES, effort: str = "fast") -> np.ndarray:
+    """``classify``'s posterior (n, n_shapes) in the form ``learn.inn.ShapeInverter`` takes as its
+    ``second_opinion``: ``ShapeInverter(..., second_opinion=bayes_shapes.second_opinion)``."""
+    return classify(q_nm, log_i, shapes=shapes, effort=effort)["posterior"]
 
 
 def _assess(q_nm, y, labels, effort: str, *, evidence: bool = True, **table_kwargs) -> dict:
@@ -823,11 +826,11 @@ def markdown_report(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    """``python -m sashelpers.ambiguity``: the check on study 1's test set (the notebook's split).
+    """``python -m sashelpers.studies.bayes_shapes``: the check on study 1's test set (the notebook's split).
 
     Needs the cached study-1 dataset (SASHELPERS_CACHE) and, for --model, a saved ShapeInverter.
-    The recorded run on the whole test set (--n-random 1500, effort "full") took ~45 CPU-minutes
-    on one core (fits 12, refits 4, importance sampling ~30), done in chunks of <= 10 minutes.
+    The whole test set (--n-random 1500, effort "full") takes of the order of an hour of one CPU
+    core: run it in chunks.
     """
     import argparse
     import time
@@ -844,13 +847,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None, help="save the result arrays to this .npz")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = sc.make_dataset(n_per_shape=args.n_per_shape, seed=args.seed, workers=1, engine="torch", progress=False)
+    data = s1.make_dataset(n_per_shape=args.n_per_shape, seed=args.seed, workers=1, engine="torch", progress=False)
     q, log_i, labels = data["q_nm"], data["log_i"], data["shape"]
     order = np.random.default_rng(args.seed).permutation(len(labels))
     test = order[: len(order) // 10]
     include = None
     if args.model:
-        from .inn import ShapeInverter
+        from ..learn.inn import ShapeInverter
 
         predicted = ShapeInverter.load(args.model).shape_probabilities(log_i[test]).argmax(1)
         include = np.flatnonzero(predicted != labels[test])

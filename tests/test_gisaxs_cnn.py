@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sashelpers import gisaxs_study as study
-from sashelpers import profiles
+from sashelpers.studies import gisaxs_cnn as study
+from sashelpers.core import profiles
 
 
 def test_profile_entries_are_complete():
@@ -14,7 +14,7 @@ def test_profile_entries_are_complete():
             "aug_epochs", "aug_copies", "per_condition", "per_condition_epochs", "n_reps1_per_class",
             "bar_augmented_worst", "bar_augmented_mean"}
     for name in profiles.PROFILES:
-        sizes = profiles.get(study.STUDY, name)
+        sizes = study.profile_sizes(name)
         assert keys <= set(sizes), (name, keys - set(sizes))
         assert 1 / 7 < sizes["bar_accuracy"] <= 1
         worst = sizes["bar_augmented_worst"]
@@ -39,7 +39,7 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
             "seed": 0, "net": "small", "width": 4, "hidden": 8, "dropout": 0.0, "epochs": 2, "batch_size": 32,
             "lr": 1e-3, "patience": 2, "bar_accuracy": 0.5, "aug_epochs": 1, "aug_copies": 2,
             "per_condition": ["gauss_0.5"]}
-    monkeypatch.setitem(profiles.SIZES[study.STUDY], "quick", tiny)
+    monkeypatch.setitem(study.SIZES, "quick", tiny)
     run = study.run_clean("quick", workers=1, progress=False)
     assert run.confusion.sum() == 14 and run.confusion.shape == (7, 7)
     assert 0 <= run.accuracy <= 1 and set(run.recall) == set(study.gisaxs.CLASS_NAMES)
@@ -60,11 +60,13 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
 
 
 def test_profiles_know_the_noise_conditions():
-    assert profiles.CONDITIONS_NOISY == study.CONDITIONS[1:]
+    for name in ("standard", "paper"):
+        assert study.SIZES[name]["per_condition"] == list(study.CONDITIONS[1:])
+    assert set(study.PAPER_TRAINED_ON) == set(study.CONDITIONS)
 
 
 def test_fixed_reps_set_and_accuracy_by_reps():
-    sizes = {**profiles.get(study.STUDY, "quick"), "image_size": 16, "n_orient": 3}
+    sizes = {**study.profile_sizes("quick"), "image_size": 16, "n_orient": 3}
     data = study.fixed_reps_set(sizes, 1, 1, seed=5)
     assert data["images"].shape == (7, 16, 16)
     assert (data["reps"] == 1).all()  # a single cell: the cap never binds
@@ -90,7 +92,7 @@ def test_fixed_reps_set_and_accuracy_by_reps():
 
 
 def test_build_model_is_seeded():
-    sizes = profiles.get(study.STUDY, "quick")
+    sizes = study.profile_sizes("quick")
     a = study.build_model(sizes)
     torch.rand(10)  # whatever ran before must not matter
     b = study.build_model(sizes)

@@ -1,0 +1,1 @@
+"""Real measurements: curve files (through sasdata) and detector images -> q, strictly validated."""

@@ -1,0 +1,496 @@
+"""Study 2 (Röding et al. 2022): porous media from Gaussian random fields, FFT SAXS, XGBoost.
+
+``physics.grf`` makes structures and curves, ``learn.regress`` fits models; this module holds
+what is specific to the study: its priors and the four datasets (cached, chunked through
+``core.datasets.generate``), which parameters each dataset predicts, the profile sizes, the
+paper's numbers with their source, the train/val/test split, the Table-2-shaped table and the
+study's figures, so that the notebook's cells stay short.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..core import datasets, profiles
+from ..core.report import Headline
+from ..learn import regress
+from ..physics import grf, saxs
+
+STUDY = "02_grf_porous_xgboost"
+
+#: Profile sizes. Four datasets (two/three-phase x low/high porosity) of n_samples each, split
+#: train/val/test by index; "xgb" holds the XGBoost hyperparameters (the paper's at paper scale,
+#: scaled down for a laptop: larger learning rate, fewer trees, larger row/column subsamples).
+#: Bars: quick -- every test MAPE below bar_mape_vs_mean x the MAPE of predicting the training
+#: mean; learning_sizes: the learning curve's smaller training sets (the full one is added);
+#: standard -- test MAPE per parameter below bar_mape (%), case-study means within bar_case_bias
+#: of the truth, 5-95 % interval coverage within bar_coverage.
+SIZES = {
+    "quick": {
+        "n": 64, "voxel_nm": 0.5, "q_min_nm": 0.3, "q_max_nm": 3.0, "n_q": 100,
+        "n_samples": 800, "split": [0.7, 0.15, 0.15], "n_replicates": 100,
+        "learning_sizes": [70, 140, 280],
+        "xgb": {"learning_rate": 0.1, "max_depth": 6, "min_child_weight": 3, "subsample": 0.8,
+                "colsample_bytree": 0.5, "reg_lambda": 0.2, "max_bin": 128,
+                "n_estimators": 300, "early_stopping_rounds": 30},
+        "bar_mape_vs_mean": 0.85, "bar_coverage": [0.6, 1.0],
+    },
+    "standard": {
+        "n": 128, "voxel_nm": 0.5, "q_min_nm": 0.15, "q_max_nm": 3.0, "n_q": 200,
+        "n_samples": 2500, "split": [0.8, 0.1, 0.1], "n_replicates": 200,
+        "learning_sizes": [250, 500, 1000],
+        "xgb": {"learning_rate": 0.05, "max_depth": 6, "min_child_weight": 3, "subsample": 0.6,
+                "colsample_bytree": 0.3, "reg_lambda": 0.2, "max_bin": 256,
+                "n_estimators": 1500, "early_stopping_rounds": 50},
+        "bar_mape": {"a_nm": 9.0, "porosity": 35.0, "nu": 25.0}, "bar_case_bias": 0.15,
+        "bar_coverage": [0.8, 0.97],
+    },
+    "paper": {
+        "n": 512, "voxel_nm": 0.5, "q_min_nm": 0.04, "q_max_nm": 3.0, "n_q": 500,
+        "n_samples": 2**19 * 10 // 8, "split": [0.8, 0.1, 0.1], "n_replicates": 500,
+        "learning_sizes": [2**13, 2**15, 2**17],
+        "xgb": {"learning_rate": 0.005, "max_depth": 15, "min_child_weight": 3, "subsample": 0.15,
+                "colsample_bytree": 0.15, "reg_lambda": 0.2, "max_bin": 1024,
+                "n_estimators": 50000, "early_stopping_rounds": 1000},
+        "bar_mape": {"a_nm": 1.5, "porosity": 6.0, "nu": 4.0}, "bar_case_bias": 0.02,
+        "bar_coverage": [0.85, 0.95],
+    },
+}
+
+
+def profile_sizes(profile: str | None = None) -> dict:
+    """This study's sizes at ``profile`` (default: the current one), a copy of ``SIZES[profile]``."""
+    return profiles.pick(SIZES, profile)
+
+
+#: The study's priors (Röding et al. 2022): correlation length a, porosity eps (two ranges,
+#: since eps and 1 - eps give the same two-phase curve) and the layer fraction nu.
+A_RANGE_NM = (0.8, 8.0)
+POROSITY_RANGES = {"low": (0.1, 0.5), "high": (0.5, 0.9)}
+NU_RANGE = (0.05, 0.5)
+
+
+# --- the study's priors and datasets -----------------------------------------------------------------------------------
+
+DEFAULT_CONFIG = {
+    "n": 128,
+    "voxel_nm": 0.5,
+    "q_min_nm": 0.15,
+    "q_max_nm": 3.0,
+    "n_q": 200,
+    "q_spacing": "linear",
+    "phases": 2,
+    "porosity": "low",
+    "a_range_nm": list(A_RANGE_NM),
+    "nu_range": list(NU_RANGE),
+    "alpha_log10_range": list(grf.ALPHA_LOG10_RANGE),
+    "noise": True,
+}
+
+
+def make_config(**overrides) -> dict:
+    """DEFAULT_CONFIG with overrides, validated (unknown keys and bad ranges raise ValueError)."""
+    unknown = set(overrides) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}; allowed: {sorted(DEFAULT_CONFIG)}")
+    config = {**DEFAULT_CONFIG, **overrides}
+    _check_config(config)
+    return config
+
+
+def _check_config(config: dict) -> None:
+    if config["phases"] not in (2, 3):
+        raise ValueError(f"phases={config['phases']!r} must be 2 or 3")
+    if config["porosity"] not in POROSITY_RANGES:
+        raise ValueError(f"porosity={config['porosity']!r}; allowed: {', '.join(POROSITY_RANGES)}")
+    if config["q_spacing"] not in ("linear", "log"):
+        raise ValueError(f"q_spacing={config['q_spacing']!r}; allowed: linear, log")
+    lo, hi = config["a_range_nm"]
+    if not 0 < lo <= hi:
+        raise ValueError(f"a_range_nm={config['a_range_nm']!r} must satisfy 0 < lo <= hi (nm)")
+    lo, hi = config["nu_range"]
+    if not 0 <= lo <= hi < 1:
+        raise ValueError(f"nu_range={config['nu_range']!r} must satisfy 0 <= lo <= hi < 1")
+    saxs.check_q_window(int(config["n"]), float(config["voxel_nm"]), q_grid(config))
+
+
+def q_grid(config: dict) -> np.ndarray:
+    """The output q grid (nm^-1) of a dataset config."""
+    lo, hi, m = float(config["q_min_nm"]), float(config["q_max_nm"]), int(config["n_q"])
+    if not 0 < lo < hi or m < 2:
+        raise ValueError(f"q range [{lo}, {hi}] nm^-1 with n_q={m} must satisfy 0 < q_min < q_max, n_q >= 2")
+    return np.geomspace(lo, hi, m) if config.get("q_spacing") == "log" else np.linspace(lo, hi, m)
+
+
+def sample_params(rng, config: dict) -> dict:
+    """Draw a ~ U[a_range], eps ~ U[porosity range], nu ~ U[nu_range] (three-phase only)."""
+    a = float(rng.uniform(*config["a_range_nm"]))
+    eps = float(rng.uniform(*POROSITY_RANGES[config["porosity"]]))
+    params = {"a_nm": a, "porosity": eps}
+    if config["phases"] == 3:
+        params["nu"] = float(rng.uniform(*config["nu_range"]))
+    return params
+
+
+def generate_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
+    """Samples [start, stop) of a GRF SAXS dataset (for ``datasets.generate``).
+
+    Sample i uses ``datasets.sample_rng(seed, i)``: parameters first, then the structure,
+    then the noise, so the result does not depend on chunking. Returns float32 arrays
+    'features' (log10 normalised noisy curve), 'intensity' (clean curve, nm^3), and the labels
+    'a_nm', 'porosity', 'nu' (three-phase only), plus 'alpha' (NaN without noise).
+    """
+    config = {**DEFAULT_CONFIG, **config}
+    _check_config(config)
+    q = q_grid(config)
+    n, h = int(config["n"]), float(config["voxel_nm"])
+    rows: dict[str, list] = {k: [] for k in ("features", "intensity", "a_nm", "porosity", "alpha")}
+    if config["phases"] == 3:
+        rows["nu"] = []
+    for i in range(start, stop):
+        rng = datasets.sample_rng(seed, i)
+        params = sample_params(rng, config)
+        alpha = grf.sample_alpha(rng, config["alpha_log10_range"]) if config["noise"] else None
+        out = grf.saxs_sample(params, n, h, q, rng, noise=bool(config["noise"]), alpha=alpha)
+        rows["features"].append(out["features"])
+        rows["intensity"].append(out["intensity"])
+        rows["alpha"].append(out["alpha"])
+        for k, v in params.items():
+            rows[k].append(v)
+    return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
+
+
+# --- the study's four datasets and replicate curves ---------------------------------------------
+
+STUDY_DATASETS = {  # name -> (phases, porosity range), as in the paper's Table 2
+    "two-phase low": (2, "low"),
+    "two-phase high": (2, "high"),
+    "three-phase low": (3, "low"),
+    "three-phase high": (3, "high"),
+}
+
+
+def study_config(sizes: dict, name: str) -> dict:
+    """The dataset config of one of ``STUDY_DATASETS`` on the grid and q window of ``sizes``
+    (a profile entry with keys n, voxel_nm, q_min_nm, q_max_nm, n_q)."""
+    if name not in STUDY_DATASETS:
+        raise ValueError(f"name={name!r}; allowed: {', '.join(STUDY_DATASETS)}")
+    phases, porosity = STUDY_DATASETS[name]
+    return make_config(n=int(sizes["n"]), voxel_nm=float(sizes["voxel_nm"]), q_min_nm=float(sizes["q_min_nm"]),
+                       q_max_nm=float(sizes["q_max_nm"]), n_q=int(sizes["n_q"]), phases=phases,
+                       porosity=porosity)
+
+
+def _slug(name: str) -> str:
+    return "grf-" + name.replace(" ", "_")
+
+
+def study_datasets(sizes: dict, *, names=None, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
+    """The study's datasets (cached; see ``datasets.generate``): name -> dict of arrays."""
+    names = list(STUDY_DATASETS) if names is None else list(names)
+    return {name: datasets.generate(_slug(name), generate_chunk, study_config(sizes, name),
+                                    int(sizes["n_samples"]), seed, chunk_size=64, workers=workers,
+                                    progress=progress)
+            for name in names}
+
+
+def replicate_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
+    """Replicates [start, stop) of one parameter set ``config['params']``: a new structure and
+    new noise (alpha drawn as in training) per replicate; same arrays as ``generate_chunk``."""
+    config = dict(config)
+    params = config.pop("params")
+    grf._check_params(params)
+    config = {**DEFAULT_CONFIG, **config}
+    _check_config(config)
+    q = q_grid(config)
+    rows: dict[str, list] = {k: [] for k in ("features", "intensity", "alpha")}
+    for i in range(start, stop):
+        rng = datasets.sample_rng(seed, i)
+        alpha = grf.sample_alpha(rng, config["alpha_log10_range"]) if config["noise"] else None
+        out = grf.saxs_sample(params, int(config["n"]), float(config["voxel_nm"]), q, rng,
+                          noise=bool(config["noise"]), alpha=alpha)
+        for k in rows:
+            rows[k].append(out[k])
+    return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
+
+
+def replicates(sizes: dict, name: str, params: dict, n: int, *, seed: int = 1, workers: int = 2,
+               progress: bool = True) -> dict:
+    """``n`` replicate curves (cached) of one parameter set on the grid of dataset ``name``."""
+    grf._check_params(params)
+    config = {**study_config(sizes, name), "params": dict(params)}
+    return datasets.generate(_slug(name) + "-replicates", replicate_chunk, config, int(n), seed,
+                             chunk_size=32, workers=workers, progress=progress)
+
+
+# --- models, tables and figures ------------------------------------------------------------------
+
+OUTPUTS = {name: (["a_nm", "porosity", "nu"] if phases == 3 else ["a_nm", "porosity"])
+           for name, (phases, _) in STUDY_DATASETS.items()}
+LABELS = {"a_nm": "a (nm)", "porosity": "ε", "nu": "ν"}
+# Röding et al. 2022, Table 2 (test-set MAPE, %), and the case study (Fig. 6, 500 replicates)
+PAPER_MAPE = {
+    "two-phase low": {"a_nm": 0.707, "porosity": 4.190},
+    "two-phase high": {"a_nm": 0.702, "porosity": 2.026},
+    "three-phase low": {"a_nm": 0.727, "porosity": 2.793, "nu": 1.280},
+    "three-phase high": {"a_nm": 0.617, "porosity": 1.583, "nu": 2.879},
+}
+CASE_DATASET = "three-phase high"
+CASE_PARAMS = {"a_nm": 4.0, "porosity": 0.70, "nu": 0.20}
+PAPER_CASE = {"a_nm": [4.004, 0.025], "porosity": [0.701, 0.009], "nu": [0.201, 0.005]}
+PAPER_SECONDS_PER_SAMPLE = {"512": 1.0}  # structure + SAXS on an NVIDIA A40
+PAPER_TRAIN_SIZE = 2**19
+
+#: XGBoost settings of the paper (Röding et al. 2022, Methods).
+PAPER_XGB = {
+    "learning_rate": 0.005, "max_depth": 15, "min_child_weight": 3, "subsample": 0.15,
+    "colsample_bytree": 0.15, "reg_lambda": 0.2, "max_bin": 1024,
+    "n_estimators": 50000, "early_stopping_rounds": 1000,
+}
+
+#: Goals at ``standard`` on 2 CPU cores (test-set MAPE, %), per parameter.
+GOAL_MAPE = {"a_nm": 2.5, "porosity": 10.0, "nu": 8.0}
+
+#: The notebook's headline metrics: test MAPE per dataset and parameter against Table 2, and the
+#: case study's means against Fig. 6.
+HEADLINES = tuple(
+    Headline(f"mape.{name}.{o}", f"MAPE {LABELS[o]}, {name}", "%", 1.0, ("<=", GOAL_MAPE[o]),
+             PAPER_MAPE[name][o], "Table 2")
+    for name in PAPER_MAPE for o in PAPER_MAPE[name]
+) + tuple(
+    Headline(f"case_study.{o}", f"case study: {LABELS[o]} mean ± sd (true {CASE_PARAMS[o]})",
+             "", 1.0, ("in", 0.98 * CASE_PARAMS[o], 1.02 * CASE_PARAMS[o]),
+             PAPER_CASE[o], "Fig. 6, 500 replicates")
+    for o in CASE_PARAMS)
+
+
+def xy(data: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features (log10 normalised curves) and the label matrix (columns OUTPUTS[name])."""
+    if name not in OUTPUTS:
+        raise ValueError(f"name={name!r}; allowed: {', '.join(OUTPUTS)}")
+    return data["features"], np.column_stack([data[o] for o in OUTPUTS[name]]).astype(float)
+
+
+def splits(data: dict, name: str, fractions) -> dict:
+    """{'train'|'val'|'test': (X, Y)} split by index (samples are iid)."""
+    X, Y = xy(data, name)
+    return {k: (X[s], Y[s]) for k, s in regress.split_indices(len(X), fractions).items()}
+
+
+def train_all(datasets: dict, sizes: dict, *, device=None, save_to=None, seed: int = 0) -> tuple[dict, dict]:
+    """One BoostedRegressor per dataset (one booster per parameter). Returns (models, evaluations);
+    each evaluation also holds 'fit_seconds' and the mean-predictor MAPE of the test set."""
+    models, evals = {}, {}
+    for name, data in datasets.items():
+        sp = splits(data, name, sizes["split"])
+        m = regress.BoostedRegressor(OUTPUTS[name], sizes["xgb"], device=device, seed=seed)
+        m.fit(*sp["train"], *sp["val"])
+        ev = m.evaluate(sp)
+        ev["fit_seconds"] = m.history["fit_seconds"]
+        ev["mean_mape"] = {o: regress.mean_baseline_mape(sp["train"][1][:, j], sp["test"][1][:, j])
+                           for j, o in enumerate(m.outputs)}
+        models[name], evals[name] = m, ev
+        if save_to is not None:
+            m.save(f"{save_to}/{name.replace(' ', '_')}", dataset=name, sizes=sizes)
+    return models, evals
+
+
+def markdown_table(header, rows) -> str:
+    """A markdown table from a header list and row lists (floats with 3 decimals)."""
+    def fmt(v):
+        if isinstance(v, (list, tuple)):
+            return ", ".join(fmt(x) for x in v)
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+        return "—" if v is None else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def table2(evals: dict, metric: str = "mape") -> str:
+    """Table 2 of the paper, this run's train/val/test errors; for MAPE the paper's test value too."""
+    params = ["a_nm", "porosity", "nu"]
+    header = ["dataset", "split"] + [f"{metric.upper()} {LABELS[p]}" for p in params]
+    rows = []
+    for name, ev in evals.items():
+        for split in ("train", "val", "test"):
+            rows.append([name, split] + [ev[metric][split].get(p) for p in params])
+        if metric == "mape":
+            rows.append([name, "**paper, test**"] + [PAPER_MAPE[name].get(p) for p in params])
+    return markdown_table(header, rows)
+
+
+def test_mape(evals: dict) -> dict:
+    """{dataset: {parameter: test MAPE (%)}} for the results record."""
+    return {name: dict(ev["mape"]["test"]) for name, ev in evals.items()}
+
+
+def case_summary(pred: dict) -> dict:
+    """{parameter: [mean, sd]} of the case-study predictions."""
+    return {k: [float(np.mean(v)), float(np.std(v, ddof=1))] for k, v in pred.items()}
+
+
+def seconds_per_sample(sizes: dict, n_samples: int = 3, seed: int = 0) -> float:
+    """Best-of-n wall time (s) of one three-phase sample (structure + SAXS curve) on this grid."""
+    q = grf.q_grid(grf.study_config(sizes, CASE_DATASET))
+    rng = np.random.default_rng(seed)
+    best = float("inf")
+    for _ in range(n_samples + 1):  # the first call warms the cached grids
+        t0 = time.perf_counter()
+        grf.saxs_sample(CASE_PARAMS, int(sizes["n"]), float(sizes["voxel_nm"]), q, rng)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def error_by_noise(model, X, Y, alpha, bins=4) -> dict:
+    """Test MAPE per output in bins of log10(alpha) (counts per unit intensity)."""
+    edges = np.linspace(*grf.ALPHA_LOG10_RANGE, bins + 1)
+    la = np.log10(alpha)
+    pred = model.predict(X)
+    out = {"edges": edges, "mape": {o: [] for o in model.outputs}}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (la >= lo) & (la <= hi)
+        for j, o in enumerate(model.outputs):
+            out["mape"][o].append(regress.mape(Y[sel, j], pred[o][sel]) if sel.any() else float("nan"))
+    return out
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+def phase_cmap():
+    """Pore white, layer orange, solid dark grey; with a norm for the densities 0 / 0.65 / 1."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    return ListedColormap(["white", "tab:orange", "0.25"]), BoundaryNorm([-0.1, 0.3, 0.8, 1.1], 3)
+
+
+def show_slices(rho, voxel_nm: float, axes, title: str = ""):
+    """Orthogonal central slices (xy, xz, yz) of a density on three axes."""
+    rho = np.asarray(rho)
+    n = rho.shape[0]
+    cmap, norm = phase_cmap()
+    ext = [0, n * voxel_nm, 0, n * voxel_nm]
+    for ax, sl, lab in zip(axes, (rho[:, :, n // 2], rho[:, n // 2, :], rho[n // 2]), ("xy", "xz", "yz")):
+        ax.imshow(sl.T, origin="lower", extent=ext, cmap=cmap, norm=norm, interpolation="nearest")
+        ax.set(title=f"{title} {lab}".strip(), xlabel="nm", ylabel="nm")
+        ax.grid(False)
+
+
+def plot_pred_vs_true(models: dict, datasets: dict, sizes: dict, max_points: int = 2000):
+    """Predicted vs true on the test sets: one row per dataset, one column per parameter."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(models), 3, figsize=(10, 2.8 * len(models)), squeeze=False)
+    for row, (name, m) in zip(axes, models.items()):
+        X, Y = splits(datasets[name], name, sizes["split"])["test"]
+        X, Y = X[:max_points], Y[:max_points]
+        pred = m.predict(X)
+        for j, ax in enumerate(row):
+            if j >= len(m.outputs):
+                ax.axis("off")
+                continue
+            o = m.outputs[j]
+            ax.plot(Y[:, j], pred[o], ".", ms=2, alpha=0.5)
+            lim = [Y[:, j].min(), Y[:, j].max()]
+            ax.plot(lim, lim, "k-", lw=0.8)
+            ax.set(xlabel=f"true {LABELS[o]}", ylabel=f"predicted {LABELS[o]}",
+                   title=f"{name}: MAPE {regress.mape(Y[:, j], pred[o]):.2f} %")
+    fig.tight_layout()
+    return fig
+
+
+def plot_case_hist(pred: dict, truth: dict = CASE_PARAMS, paper: dict = PAPER_CASE):
+    """Histograms of the case-study predictions with the truth and the paper's mean ± sd."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(pred), figsize=(3.4 * len(pred), 3))
+    for ax, (k, v) in zip(np.atleast_1d(axes), pred.items()):
+        ax.hist(v, bins=25, color="C0", alpha=0.7, label="this run")
+        ax.axvline(truth[k], color="k", lw=1.5, label="true")
+        mu, sd = paper[k]
+        ax.axvspan(mu - sd, mu + sd, color="C3", alpha=0.25, label="paper mean ± sd")
+        ax.set(xlabel=LABELS[k], title=f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(lc: dict, target: int = PAPER_TRAIN_SIZE, paper: dict | None = None):
+    """Test MAPE vs training-set size (log-log) with power-law fits extrapolated to ``target``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    n = np.asarray(lc["sizes"], dtype=float)
+    grid = np.geomspace(n.min(), target, 50)
+    fits = {}
+    for i, (o, e) in enumerate(lc["mape"].items()):
+        c, b = regress.power_law(n, e)
+        fits[o] = (c, b, c * target**b)
+        ax.plot(n, e, "o", color=f"C{i}", label=f"{LABELS[o]}: ∝ n^{b:.2f}")
+        ax.plot(grid, c * grid**b, "--", color=f"C{i}", lw=1)
+        if paper and o in paper:
+            ax.plot([target], [paper[o]], "*", color=f"C{i}", ms=12)
+    ax.set(xscale="log", yscale="log", xlabel="training curves", ylabel="test MAPE (%)",
+           title="Learning curve (stars: paper at 2¹⁹, 512³ grid)")
+    ax.legend(fontsize=8)
+    return fig, fits
+
+
+def babinet_curves(sizes: dict, a_nm: float = 3.0, porosity: float = 0.3, seed: int = 0) -> dict:
+    """Babinet's principle on one field g: the two-phase curves of (g, eps) and (-g, 1 - eps)
+    (exact complements: identical curves) and of an independent field at 1 - eps (same statistics)."""
+    n, h = int(sizes["n"]), float(sizes["voxel_nm"])
+    q = grf.q_grid(grf.study_config(sizes, "two-phase low"))
+    g = grf.gaussian_field(n, h, a_nm, np.random.default_rng(seed))
+    curve = lambda rho: np.asarray(saxs.saxs_curve(rho, h, q), dtype=float)  # noqa: E731
+    rho = grf.two_phase(g, porosity)
+    rho_c = grf.two_phase(-g, 1 - porosity)
+    other = grf.two_phase(grf.gaussian_field(n, h, a_nm, np.random.default_rng(seed + 1)), 1 - porosity)
+    return {"q": q, "rho": rho, "rho_complement": rho_c, "I": curve(rho), "I_complement": curve(rho_c),
+            "I_other_field": curve(other)}
+
+
+def replicate_structure(sizes: dict, index: int, seed: int = 1) -> dict:
+    """Replicate ``index`` of the case study rebuilt from its seed (as ``grf.replicate_chunk``
+    draws it), with its structure: the 'true' medium behind one replicate curve."""
+    from ..core.datasets import sample_rng
+
+    config = grf.study_config(sizes, CASE_DATASET)
+    rng = sample_rng(seed, index)
+    alpha = grf.sample_alpha(rng, config["alpha_log10_range"])
+    return grf.saxs_sample(CASE_PARAMS, int(sizes["n"]), float(sizes["voxel_nm"]), grf.q_grid(config), rng,
+                           alpha=alpha, return_structure=True)
+
+
+def tidy_q_axis(ax, ticks=(0.05, 0.1, 0.2, 0.5, 1, 2, 3)):
+    """Plain-number major ticks on a log q axis and no minor labels (they collide on short ranges)."""
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    return ax
+
+
+def curve_axes(ax=None, intensity_label: str = r"$I(q)$ (nm$^3$)"):
+    """``plotting.curve_axes`` with intensity in nm^3 and a tidy q axis."""
+    from ..core import plotting
+
+    return tidy_q_axis(plotting.curve_axes(ax, intensity_label=intensity_label))
+
+
+def learning_curve(data: dict, name: str, sizes: dict, evals: dict) -> dict:
+    """Test MAPE vs training-set size for dataset ``name``: point models retrained on the first
+    ``sizes['learning_sizes']`` curves, plus the full training set's result from ``evals``
+    (already trained, so not repeated)."""
+    sp = splits(data, name, sizes["split"])
+    n_full = len(sp["train"][0])
+    small = [s for s in sizes["learning_sizes"] if s < n_full]
+    lc = regress.learning_curve(*sp["train"], *sp["val"], *sp["test"], small, OUTPUTS[name], sizes["xgb"])
+    lc["sizes"].append(n_full)
+    for o in OUTPUTS[name]:
+        lc["mape"][o].append(evals[name]["mape"]["test"][o])
+    return lc
