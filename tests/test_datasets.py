@@ -103,3 +103,9 @@ def test_generator_returning_wrong_row_count_is_caught():
 
     with pytest.raises(ValueError, match="rows"):
         datasets.generate("bad", bad, {}, n=4, chunk_size=2, progress=False)
+
+
+def test_repo_root_is_the_book_root():
+    root = datasets.repo_root()
+    assert (root / "_config.yml").exists() and (root / "sashelpers").is_dir()
+    assert datasets.cache_dir().parent.parent == root or "SASHELPERS_CACHE" in __import__("os").environ

@@ -1,4 +1,4 @@
-"""Known-answer tests of the GISAXS kernel (PHYSICS.md section 3)."""
+"""Known-answer tests of the GISAXS kernel (book chapter "Physics and conventions", GISAXS section)."""
 
 import math
 

@@ -86,5 +86,5 @@ def test_noisy_sets_and_random_conditions():
 
 
 def test_unknown_condition():
-    with pytest.raises(ValueError, match="must be one of"):
+    with pytest.raises(ValueError, match="condition=.*not allowed"):
         study.apply_condition(_images(), "gauss_2.0", np.random.default_rng(0))

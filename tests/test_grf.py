@@ -1,4 +1,4 @@
-"""Known-answer tests for sashelpers.grf (PHYSICS.md section 2)."""
+"""Known-answer tests for sashelpers.physics.grf (book chapter "Physics and conventions", porous media)."""
 
 from __future__ import annotations
 

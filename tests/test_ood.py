@@ -68,7 +68,7 @@ def test_auroc_matches_the_pairwise_definition():
     (lambda: ood.entropy_score(np.zeros((3, 1))), "n_classes"),
     (lambda: ood.energy_score(np.zeros((1, 3)), temperature=0), "temperature"),
     (lambda: ood.fit_threshold([1.0, 2.0], quantile=1.0), "quantile"),
-    (lambda: ood.fit_threshold([], 0.9), "non-empty"),
+    (lambda: ood.fit_threshold([], 0.9), "at least 1"),
     (lambda: ood.auroc([1.0], [np.inf]), "finite"),
     (lambda: ood.fit_pca(np.zeros((5, 4, 4)), n_components=0), "n_components"),
 ])

@@ -1,4 +1,4 @@
-"""Known answers for the FFT SAXS kernel (PHYSICS.md §1-2) and a cross-check with sasmodels."""
+"""Known answers for the FFT SAXS kernel (book chapter "Physics and conventions") and a cross-check with sasmodels."""
 
 import math
 

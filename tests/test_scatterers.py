@@ -11,7 +11,7 @@ from sashelpers.studies import inn_scatterers as s1
 Q = s1.default_q_nm()
 
 
-# --- sasmodels' own reference values (PHYSICS.md section 1), through the nm wrapper ----------
+# --- sasmodels' own reference values (book chapter "Physics and conventions"), through the nm wrapper ----------
 
 SPHERE_REF = dict(q_a=[0.01, 0.1, 0.2], i=[1.34836265e4, 6.20114062, 0.104733914],
                   pars=dict(radius_nm=12.0, sld=6.0, sld_solvent=1.0, scale=1.0, background=0.0))

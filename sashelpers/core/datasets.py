@@ -30,7 +30,7 @@ Generator = Callable[[dict, int, int, int], dict]
 
 def repo_root() -> Path:
     """The book's root (the folder holding _config.yml next to the package), else the cwd."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # sashelpers/core/datasets.py -> the root
     return here if (here / "_config.yml").exists() else Path.cwd()
 
 

@@ -15,23 +15,8 @@ from __future__ import annotations
 
 
 import torch
+from ..core import checks
 from torch import nn
-
-
-def _check_int(name: str, value, lo: int, hi: int) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and lo <= int(value) <= hi
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
-    return int(value)
-
-
-def _check_dropout(dropout) -> float:
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"dropout={dropout!r} must lie in [0, 1)")
-    return float(dropout)
 
 
 class _ImageNet(nn.Module):
@@ -43,12 +28,12 @@ class _ImageNet(nn.Module):
     def _setup(self, image_size, n_classes, in_channels, width, hidden, dropout) -> tuple[int, int, float]:
         """Validate the shared constructor arguments and record them; return (width, hidden, dropout)."""
         super().__init__()
-        self.image_size = _check_int("image_size", image_size, 8, 1024)
-        self.n_classes = _check_int("n_classes", n_classes, 2, 10_000)
-        self.in_channels = _check_int("in_channels", in_channels, 1, 64)
-        width = _check_int("width", width, 1, 1024)
-        hidden = _check_int("hidden", hidden, 1, 65_536)
-        dropout = _check_dropout(dropout)
+        self.image_size = checks.integer("image_size", image_size, 8, 1024)
+        self.n_classes = checks.integer("n_classes", n_classes, 2, 10_000)
+        self.in_channels = checks.integer("in_channels", in_channels, 1, 64)
+        width = checks.integer("width", width, 1, 1024)
+        hidden = checks.integer("hidden", hidden, 1, 65_536)
+        dropout = checks.number("dropout", dropout, 0.0, 1.0, hi_open=True)
         self.config = {"image_size": self.image_size, "n_classes": self.n_classes, "in_channels": self.in_channels,
                        "width": width, "hidden": hidden, "dropout": dropout}
         return width, hidden, dropout

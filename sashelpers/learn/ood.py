@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import nets
+from ..core import checks
 
 SCORES = ("msp", "entropy", "energy")  # the scores computed from the logits
 
@@ -85,24 +86,17 @@ def scores(logits, temperature: float = 1.0) -> dict:
             "energy": energy_score(logits, temperature)}
 
 
-def _check_scores(name: str, s) -> np.ndarray:
-    a = np.asarray(s, dtype=np.float64).ravel()
-    if a.size == 0 or not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be a non-empty array of finite scores")
-    return a
-
-
 def fit_threshold(scores_in_distribution, quantile: float = 0.95) -> float:
     """The score below which ``quantile`` of the held-out in-distribution scores fall (the
     empirical quantile, linear interpolation); inputs scoring above it are flagged as OOD."""
     if not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
         raise ValueError(f"quantile={quantile!r} must lie in (0, 1)")
-    return float(np.quantile(_check_scores("scores_in_distribution", scores_in_distribution), quantile))
+    return float(np.quantile(checks.array("scores_in_distribution", scores_in_distribution).ravel(), quantile))
 
 
 def flagged(scores, threshold: float) -> np.ndarray:
     """Boolean per sample: score > threshold (flagged as out of distribution)."""
-    return _check_scores("scores", scores) > float(threshold)
+    return checks.array("scores", scores).ravel() > float(threshold)
 
 
 def flagged_fraction(scores, threshold: float) -> float:
@@ -114,7 +108,7 @@ def auroc(in_scores, out_scores) -> float:
     """Area under the ROC curve for telling out_scores (positives) from in_scores by a threshold
     on the score: P(out > in) + P(out = in) / 2 (Mann-Whitney U with mid-ranks for ties).
     1 = perfectly separated with OOD scoring higher, 0.5 = indistinguishable."""
-    a, b = _check_scores("in_scores", in_scores), _check_scores("out_scores", out_scores)
+    a, b = checks.array("in_scores", in_scores).ravel(), checks.array("out_scores", out_scores).ravel()
     _, inverse, counts = np.unique(np.concatenate([a, b]), return_inverse=True, return_counts=True)
     midrank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mid-rank of each distinct value
     ranks = midrank[inverse]

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import backend
+from ..core import checks
 
 QUANTILES = (0.05, 0.95)
 _BOOST_KEYS = {"n_estimators", "early_stopping_rounds"}
@@ -93,13 +94,9 @@ def split_indices(n: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, slice]:
 # --- the regressor ------------------------------------------------------------------------------
 
 def _check_X(X, n_features=None, name="X") -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[0] < 1:
-        raise ValueError(f"{name} must be a 2D array (samples x features), got shape {X.shape}")
+    X = checks.array(f"{name} (samples x features)", X, ndim=2, dtype=np.float32)
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features; the model was trained on {n_features}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return X
 
 
@@ -114,9 +111,7 @@ def _check_Y(Y, outputs, n_rows, name="Y") -> np.ndarray:
         Y = Y[:, None]
     if Y.shape != (n_rows, len(outputs)):
         raise ValueError(f"{name} must have shape ({n_rows}, {len(outputs)}), got {Y.shape}")
-    if not np.all(np.isfinite(Y)):
-        raise ValueError(f"{name} contains non-finite values")
-    return Y
+    return checks.array(name, Y)
 
 
 class BoostedRegressor:

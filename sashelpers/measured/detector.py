@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..physics import gisaxs
+from ..core import checks
 
 # --- geometry -----------------------------------------------------------------------------------
 
@@ -143,17 +144,6 @@ def _q_to_pixel(qy, qz, geo: DetectorGeometry, shape):
 # --- binning onto the model grid -----------------------------------------------------------------
 
 
-def _check_range(name: str, r) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in r)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={r!r} must be a (low, high) pair in nm^-1") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 50):
-        raise ValueError(f"{name}={r!r} must satisfy 0 <= low < high <= 50 nm^-1 "
-                         "(q_y is folded to |q_y|, q_z is above the horizon)")
-    return lo, hi
-
-
 def _check_image(image) -> np.ndarray:
     a = np.asarray(image, dtype=np.float64)
     if a.ndim != 2 or min(a.shape) < 2:
@@ -186,7 +176,8 @@ def to_model_grid(image, geometry, image_size: int, qy_range_nm=(0.0, 2.0), qz_r
     if int(n_sub) != n_sub or not 1 <= n_sub <= 64:
         raise ValueError(f"n_sub={n_sub!r} must be an integer in [1, 64]")
     n = int(image_size)
-    (y0, y1), (z0, z1) = _check_range("qy_range_nm", qy_range_nm), _check_range("qz_range_nm", qz_range_nm)
+    (y0, y1), (z0, z1) = (checks.pair(k, r, 0.0, 50.0, unit="nm^-1 (q_y is folded to |q_y|, q_z is above the horizon)")
+                          for k, r in (("qy_range_nm", qy_range_nm), ("qz_range_nm", qz_range_nm)))
     qy, qz, valid = pixel_q(a.shape, geo)
     good = valid & np.isfinite(a)
     iy = np.floor((np.abs(qy) - y0) / (y1 - y0) * n).astype(np.int64)

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..physics import scatterers as sc
 from . import inn_scatterers as s1
+from ..core import checks
 
 #: Relative noise of study 1's curves (``inn_scatterers.CURVE_SETTINGS['noise']``).
 NOISE = s1.CURVE_SETTINGS["noise"]
@@ -76,12 +77,6 @@ def _check_curves(q_nm, log_i) -> tuple[np.ndarray, np.ndarray, bool]:
         raise ValueError(f"log_i has {int(bad.sum())} non-finite values (NaN or inf) in "
                          f"{rows.size} curve(s), first at row {rows[0]}: pass log I of positive I")
     return q, y, single
-
-
-def _check_noise(noise: float) -> float:
-    if not (np.isfinite(noise) and 0 < noise < 1):
-        raise ValueError(f"noise={noise!r} must be a relative noise level in (0, 1)")
-    return float(noise)
 
 
 def fit_names(shape: str) -> tuple[str, ...]:
@@ -274,7 +269,6 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
     stale = torch.ones(B, dtype=torch.bool, device=device)
     active = torch.isfinite(D)
     w = 2.0 / noise ** 2 + 4.0          # expected d^2 deviance / d (log I)^2 per point
-    eye = torch.eye(k, dtype=torch.float64, device=device)
     n_eval = B
     for it in range(max_iter):
         if prune_after is not None and group is not None and it >= prune_after:
@@ -339,7 +333,7 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
 
     shape = sc._check_shape(shape)
     q, y, single = _check_curves(q_nm, log_i)
-    noise = _check_noise(noise)
+    noise = checks.number("noise", noise, 0.0, 1.0, lo_open=True, hi_open=True)
     dtype = torch.float32 if dtype is None else dtype
     if n_starts is None:
         n_starts = 2 if shape == "cylinder" else 3
@@ -514,7 +508,7 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
 
     shape = sc._check_shape(shape)
     q, y, _ = _check_curves(q_nm, log_i)
-    noise = _check_noise(noise)
+    noise = checks.number("noise", noise, 0.0, 1.0, lo_open=True, hi_open=True)
     if int(n_rounds) != n_rounds or n_rounds < 1 or int(n_samples) != n_samples or n_samples < 10:
         raise ValueError(f"need n_rounds >= 1 and n_samples >= 10; got {n_rounds!r}, {n_samples!r}")
     dtype = torch.float32 if dtype is None else dtype
@@ -735,7 +729,7 @@ def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: floa
     curve is one of the three shapes with no background.
     """
     _, y, _ = _check_curves(q_nm, log_i)
-    res = _assess(q_nm, y, None, effort, shapes=shapes, noise=_check_noise(noise))
+    res = _assess(q_nm, y, None, effort, shapes=shapes, noise=checks.number("noise", noise, 0.0, 1.0, lo_open=True, hi_open=True))
     return {k: res[k] for k in ("posterior", "bayes_shape", "deviance", "params", "shapes")}
 
 
@@ -791,7 +785,7 @@ def markdown_report(result: dict) -> str:
     """A short markdown summary of ``check_subset``: how often the maximum-likelihood and (with
     posteriors) the Bayes classifier err on the random curves, with 95 % intervals, and what
     they say about the included curves (e.g. a network's errors)."""
-    shapes, lab = result["shapes"], result["labels"]
+    lab = result["labels"]
     has_post = "posterior" in result
     lines = []
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core import datasets, profiles
+from ..core import checks, datasets, profiles
 from ..core.report import Headline
 from ..learn import nets
 from ..learn.training import History, TrainConfig, fit
@@ -366,11 +366,6 @@ def res_pixels(condition: str, image_size: int) -> int:
     return max(2, int(round(image_size * n / PAPER_SIZE)))
 
 
-def _check_condition(condition: str) -> None:
-    if condition not in CONDITIONS:
-        raise ValueError(f"condition={condition!r} must be one of {CONDITIONS}")
-
-
 def to_linear(images, decades: float = 6.0) -> np.ndarray:
     """Invert ``gisaxs.log_normalise``: I / I_max = 10^(decades (x - 1)), 0 where x = 0
     (below the horizon or more than ``decades`` below the peak). float64."""
@@ -404,7 +399,7 @@ def apply_condition(images, condition: str, rng, *, decades: float = 6.0,
     """
     from ..physics import noise
 
-    _check_condition(condition)
+    checks.one_of("condition", condition, CONDITIONS)
     x = np.asarray(images, dtype=np.float32)
     if condition == "clean":
         return x.copy()
@@ -423,7 +418,7 @@ def apply_condition(images, condition: str, rng, *, decades: float = 6.0,
 
 def condition_rng(seed: int, condition: str) -> np.random.Generator:
     """The generator for one condition's noise on one data set: independent across conditions."""
-    _check_condition(condition)
+    checks.one_of("condition", condition, CONDITIONS)
     return np.random.default_rng([int(seed), CONDITIONS.index(condition)])
 
 
@@ -598,7 +593,7 @@ def example_image(sizes: dict, class_name: str, lattice_nm: float, condition: st
     """One log-normalised image of ``class_name`` with lattice constant ``lattice_nm`` (cube edge,
     or HCP's in-plane spacing), the other parameters drawn as in training from ``seed``, under
     ``condition``. Returns (image, params)."""
-    _check_condition(condition)
+    checks.one_of("condition", condition, CONDITIONS)
     cfg = {**data_config(sizes), "lattice_nm": [float(lattice_nm)] * 2}
     params = sample_parameters(class_name, dataset_config(**cfg), np.random.default_rng(seed))
     image = render(class_name, params, cfg)

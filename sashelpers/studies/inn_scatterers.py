@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core import datasets, profiles
 from ..core.report import Headline
-from ..physics.scatterers import (DEFAULT_SETTINGS, PARAM_NAMES, SHAPE_PARAMS, SHAPES, _check_params,
+from ..physics.scatterers import (DEFAULT_SETTINGS, PARAM_NAMES, SHAPE_PARAMS, SHAPES,
                                   _check_q, _check_shape, sasmodels_curves, torch_intensity)
 
 STUDY = "01_inn_analytic_scatterers"
@@ -215,10 +215,9 @@ def make_dataset(shapes=SHAPES, n_per_shape: int = 5000, seed: int = 0, q_nm=Non
     Returns {"log_i": (N, n_q) float32, "params": (N, len(PARAM_NAMES)) float32,
     "shape": (N,) int labels into SHAPES, "q_nm": (n_q,)}, shapes concatenated in the order given.
     ``settings`` override CURVE_SETTINGS (e.g. noise=0.05, background=0.001).
-    engine="sasmodels" (default) loops sasmodels' C kernel: ~0.3 s per polydisperse cylinder
-    curve on one core (5000 cylinders ~ 12 min with 2 workers). engine="torch" computes the same
+    engine="sasmodels" (default) loops sasmodels' C kernel, one curve at a time. engine="torch" computes the same
     clean curves with ``torch_intensity`` (float64, within 1e-9 of sasmodels, same parameters and
-    noise draws) about 10-30x faster for cylinders; spheres are as fast either way.
+    noise draws) in batches, much faster for cylinders (``make bench`` measures both).
     """
 
     if isinstance(shapes, str):
