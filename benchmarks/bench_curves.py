@@ -1,6 +1,6 @@
 """Study-1 curves: polydisperse I(q) of sphere, sphere@hardsphere and cylinder on 256 q values.
 
-ours : sashelpers.scatterers.torch_intensity, one batched torch call for a batch of parameter sets
+ours : sashelpers.physics.scatterers.torch_intensity, one batched torch call for a batch of parameter sets
        drawn from the study-1 priors (CPU float64 = the checked path; float32 as a second row;
        CUDA in cupy_s when torch sees a GPU)
 peer : sasmodels 1.1.0 compiled C kernel (double), built once, called once per curve in a loop

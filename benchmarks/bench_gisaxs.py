@@ -1,4 +1,4 @@
-"""GISAXS kernel throughput: sashelpers.gisaxs.simulate (numpy, cupy) vs BornAgain 25.
+"""GISAXS kernel throughput: sashelpers.physics.gisaxs.simulate (numpy, cupy) vs BornAgain 25.
 
 Run:  python benchmarks/bench_gisaxs.py
 Times are seconds per image (best of a few repeats, after one warm-up); images/s is printed too.

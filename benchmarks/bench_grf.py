@@ -1,4 +1,4 @@
-"""Seconds per GRF sample (structure + FFT SAXS curve) for sashelpers.grf vs a plain reference.
+"""Seconds per GRF sample (structure + FFT SAXS curve) for sashelpers.physics.grf vs a plain reference.
 
 The peer is a straightforward, unoptimised implementation of the same pipeline written here:
 real-space float64 white noise, numpy.fft complex128 full-spectrum FFTs, a full-grid spectral
@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sashelpers import backend, grf, saxs  # noqa: E402
+from sashelpers.core import backend  # noqa: E402
+from sashelpers.physics import grf, saxs  # noqa: E402
 
 VOXEL_NM = 0.5
 N_Q = 500

@@ -1,4 +1,4 @@
-"""Known-answer tests for sashelpers.ambiguity: the likelihood, the fits, the table, bad input."""
+"""Known-answer tests for sashelpers.studies.bayes_shapes: the likelihood, the fits, the table, bad input."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,12 @@
 """The book's site configuration: MathJax served by the site itself, the repository section, a
-table of contents that lists every chapter, and (when a site has been built) HTML that loads
-MathJax from the site and nothing from a CDN. Reads files only; runs in well under a second."""
+table of contents that lists every chapter, docstrings the API reference can render, and (when
+a site has been built) HTML that loads MathJax from the site and nothing from a CDN. A few
+seconds, most of it importing the package."""
 
+import importlib
+import inspect
+import io
+import pkgutil
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,7 +27,7 @@ CHAPTERS = sorted(p for p in (ROOT / "book").glob("*.md")
                   if not p.name.startswith("_") and "template" not in p.stem.lower())
 
 # where `make book-check` (--path-output _build/check) and `make book` (--path-output .) put the site
-SITES = [ROOT / "_build/check/_build/html", ROOT / "_build/check/html", ROOT / "_build/html"]
+SITES = [ROOT / "_build/check/_build/html", ROOT / "_build/html"]
 
 
 def toc_files(toc=TOC):
@@ -93,6 +98,62 @@ def test_parts_are_numbered():
     assert parts, "_toc.yml has no parts"
     unnumbered = [p.get("caption") for p in parts if p.get("numbered") is not True]
     assert not unnumbered, f"parts without `numbered: true`: {unnumbered}"
+
+
+# --- docstrings of the API reference (book/api.md) ---------------------------------------------------
+
+# the subpackages book/api.md documents; `make book-check` builds with -W, so one docstring that is
+# not valid reStructuredText (e.g. |q| read as a substitution) fails the book. This finds it in seconds.
+API_PACKAGES = ["sashelpers.physics", "sashelpers.measured", "sashelpers.learn", "sashelpers.core"]
+API_MODULES = [f"{pkg}.{m.name}" for pkg in API_PACKAGES
+               for m in pkgutil.iter_modules([str(ROOT / pkg.replace(".", "/"))])
+               if not m.name.startswith("_")]
+
+
+def test_api_page_documents_the_subpackages():
+    text = (ROOT / "book/api.md").read_text()
+    block = re.search(r"```\{eval-rst\}\n(.*?)```", text, re.S)
+    assert block and "autosummary::" in block.group(1) and ":recursive:" in block.group(1)
+    listed = set(re.findall(r"^\s+(sashelpers\.[\w.]+)\s*$", block.group(1), re.M))
+    assert listed == set(API_PACKAGES), f"book/api.md's autosummary lists {sorted(listed)}"
+
+
+def _public_docstrings(module):
+    """(name, what, docstring) of what autodoc documents with members: public, defined here."""
+    yield module.__name__, "module", inspect.getdoc(module)
+    for name, obj in vars(module).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if inspect.isclass(obj):
+            yield f"{module.__name__}.{name}", "class", inspect.getdoc(obj)
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                    yield f"{module.__name__}.{name}.{attr}", "method", member.__doc__ and inspect.cleandoc(member.__doc__)
+        elif inspect.isfunction(obj):
+            yield f"{module.__name__}.{name}", "function", inspect.getdoc(obj)
+
+
+@pytest.mark.parametrize("modname", API_MODULES)
+def test_docstrings_are_restructuredtext(modname):
+    docutils_core = pytest.importorskip("docutils.core")
+    napoleon = pytest.importorskip("sphinx.ext.napoleon")
+    config = napoleon.Config(napoleon_google_docstring=False, napoleon_numpy_docstring=True,
+                             napoleon_use_ivar=True)
+    problems = []
+    for name, what, doc in _public_docstrings(importlib.import_module(modname)):
+        if not doc:
+            continue
+        rst = str(napoleon.NumpyDocstring(doc, config, what=what))
+        stream = io.StringIO()  # docutils reports WARNING and above here, one "<string>:line: ..." each
+        docutils_core.publish_doctree(rst, settings_overrides={
+            "report_level": 2, "halt_level": 5, "warning_stream": stream})
+        for line in stream.getvalue().splitlines():
+            # Sphinx's roles and directives (:func:, .. math::) are unknown to bare docutils
+            if line.startswith("<string>:") and "Unknown interpreted text role" not in line \
+                    and "Unknown directive type" not in line:
+                problems.append(f"{name}: docstring {line.removeprefix('<string>')}")
+    assert not problems, ("docstrings that break the API reference (quote formulas as ``|q|`` or "
+                          "put them in a literal block after ::):\n" + "\n".join(problems))
 
 
 # --- the built site (skipped where no site has been built) ------------------------------------------

@@ -1,4 +1,4 @@
-"""Known-answer tests for sashelpers.scatterers (study 1): sasmodels wrapper, priors, curves,
+"""Known-answer tests for sashelpers.physics.scatterers and study 1 (sashelpers.studies.inn_scatterers): sasmodels wrapper, priors, curves,
 and the batched torch path against sasmodels."""
 
 import numpy as np

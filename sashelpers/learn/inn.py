@@ -4,7 +4,7 @@ Design: a conditional INN maps standardised parameters x to a latent z of the sa
 conditioned on features h(y) of the measured curve y (standardised log I) computed by a small
 conditioning network trained jointly. Training maximises the likelihood,
 
-    loss = E[ ||z||^2 / 2 - log |det dz/dx| ] / d,
+    ``loss = E[ ||z||^2 / 2 - log |det dz/dx| ] / d``,
 
 so that z ~ N(0, I) for true (x, y) pairs. At prediction time, drawing z ~ N(0, I) and
 running the INN backwards gives samples from the posterior p(x | y). Unlike the padded

@@ -58,7 +58,7 @@ def _pair(y_true, y_pred):
 
 
 def mape(y_true, y_pred) -> float:
-    """Mean absolute percentage error, 100 mean(|pred - true| / |true|) (%)."""
+    """Mean absolute percentage error, ``100 mean(|pred - true| / |true|)`` (%)."""
     t, p = _pair(y_true, y_pred)
     if np.any(t == 0):
         raise ValueError("y_true contains zeros: MAPE is undefined")

@@ -11,7 +11,7 @@ pixel-centre indices of ``gisaxs.DetectorGrid`` (subtract 0.5).
 
 ``galaxi_example()`` is the GALAXI image of Ag nanoparticles in ``data/real/galaxi`` (its README
 has the provenance and licence); ``to_model_grid`` averages any such image into the square
-(|q_y|, q_z) bins of the study-3 training images.
+(``|q_y|``, q_z) bins of the study-3 training images.
 """
 
 from __future__ import annotations
@@ -155,9 +155,9 @@ def to_model_grid(image, geometry, image_size: int, qy_range_nm=(0.0, 2.0), qz_r
                   n_sub: int = 8):
     """Average a detector image into the model's image_size^2 square q bins.
 
-    Bin edges: image_size equal steps over |q_y| in qy_range_nm (columns) and q_z in qz_range_nm
+    Bin edges: image_size equal steps over ``|q_y|`` in qy_range_nm (columns) and q_z in qz_range_nm
     (rows, q_z increasing along axis 0), as the study-3 training images. Both halves of the
-    detector are folded (|q_y|): the training images cover q_y >= 0 only and the grain average
+    detector are folded (``|q_y|``): the training images cover q_y >= 0 only and the grain average
     is symmetric in q_y. A pixel counts when it is finite (NaN = masked) and above the horizon;
     its centre's q decides its bin.
 
