@@ -97,3 +97,34 @@ def test_the_check_passes_downward_imports(tmp_path):
           "studies/bayes_shapes.py": "from . import inn_scatterers\nfrom ..learn import inn\n",
           "studies/inn_scatterers.py": "from sashelpers.physics import k\n"}
     assert violations(_package(tmp_path, ok)) == []
+
+
+def test_every_module_attribute_the_package_uses_exists():
+    """``module.name`` inside the package, where ``module`` is an imported sashelpers module, must
+    name something that module defines (catches references left behind when code moves)."""
+    import importlib
+
+    root = Path(sashelpers.__file__).parent
+    missing = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("").parts
+        package = ".".join(rel[:-1])
+        tree = ast.parse(path.read_text())
+        modules = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                    + ([node.module] if node.module else []))
+                for alias in node.names:
+                    try:
+                        modules[alias.asname or alias.name] = importlib.import_module(f"{base}.{alias.name}")
+                    except ImportError:
+                        pass
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                mod = modules[node.value.id]
+                if mod.__name__.startswith("sashelpers") and not hasattr(mod, node.attr):
+                    missing.append(f"{path.name}:{node.lineno}: {mod.__name__} has no {node.attr}")
+    assert missing == []

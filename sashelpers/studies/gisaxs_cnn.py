@@ -610,7 +610,7 @@ def isolated_sphere_images(config: dict, n: int, seed: int = 0, radius_nm=(2.0, 
 
     Each image: a median radius uniform in radius_nm (nm), a log-normal width uniform in
     [0, sigma_max], alpha_i uniform in the config's range; the intensity is the mean of the
-    DWBA images (``gisaxs.render``, one sphere: reps (1, 1, 1)) of n_radii radii at the
+    DWBA images (``render``, one sphere: reps (1, 1, 1)) of n_radii radii at the
     quantiles of that log-normal. config: a ``dataset_config`` (image size, q window,
     substrate). float32 (n, S, S).
     """
@@ -626,6 +626,6 @@ def isolated_sphere_images(config: dict, n: int, seed: int = 0, radius_nm=(2.0, 
         for r in r0 * np.exp(sigma * z):
             params = {"lattice_nm": 4.0 * r, "radius_nm": float(r), "reps": (1, 1, 1), "alpha_i_deg": alpha,
                       "angles_deg": [0.0]}
-            total = total + gisaxs.render("SC[100]", params, config, normalise=False).astype(np.float64)
+            total = total + render("SC[100]", params, config, normalise=False).astype(np.float64)
         out.append(gisaxs.log_normalise(total / len(z), config["decades"]))
     return np.stack(out).astype(np.float32)

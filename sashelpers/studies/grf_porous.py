@@ -279,11 +279,11 @@ def splits(data: dict, name: str, fractions) -> dict:
     return {k: (X[s], Y[s]) for k, s in regress.split_indices(len(X), fractions).items()}
 
 
-def train_all(datasets: dict, sizes: dict, *, device=None, save_to=None, seed: int = 0) -> tuple[dict, dict]:
+def train_all(data_by_name: dict, sizes: dict, *, device=None, save_to=None, seed: int = 0) -> tuple[dict, dict]:
     """One BoostedRegressor per dataset (one booster per parameter). Returns (models, evaluations);
     each evaluation also holds 'fit_seconds' and the mean-predictor MAPE of the test set."""
     models, evals = {}, {}
-    for name, data in datasets.items():
+    for name, data in data_by_name.items():
         sp = splits(data, name, sizes["split"])
         m = regress.BoostedRegressor(OUTPUTS[name], sizes["xgb"], device=device, seed=seed)
         m.fit(*sp["train"], *sp["val"])
@@ -335,7 +335,7 @@ def case_summary(pred: dict) -> dict:
 
 def seconds_per_sample(sizes: dict, n_samples: int = 3, seed: int = 0) -> float:
     """Best-of-n wall time (s) of one three-phase sample (structure + SAXS curve) on this grid."""
-    q = grf.q_grid(grf.study_config(sizes, CASE_DATASET))
+    q = q_grid(study_config(sizes, CASE_DATASET))
     rng = np.random.default_rng(seed)
     best = float("inf")
     for _ in range(n_samples + 1):  # the first call warms the cached grids
@@ -379,13 +379,13 @@ def show_slices(rho, voxel_nm: float, axes, title: str = ""):
         ax.grid(False)
 
 
-def plot_pred_vs_true(models: dict, datasets: dict, sizes: dict, max_points: int = 2000):
+def plot_pred_vs_true(models: dict, data_by_name: dict, sizes: dict, max_points: int = 2000):
     """Predicted vs true on the test sets: one row per dataset, one column per parameter."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(models), 3, figsize=(10, 2.8 * len(models)), squeeze=False)
     for row, (name, m) in zip(axes, models.items()):
-        X, Y = splits(datasets[name], name, sizes["split"])["test"]
+        X, Y = splits(data_by_name[name], name, sizes["split"])["test"]
         X, Y = X[:max_points], Y[:max_points]
         pred = m.predict(X)
         for j, ax in enumerate(row):
@@ -443,7 +443,7 @@ def babinet_curves(sizes: dict, a_nm: float = 3.0, porosity: float = 0.3, seed: 
     """Babinet's principle on one field g: the two-phase curves of (g, eps) and (-g, 1 - eps)
     (exact complements: identical curves) and of an independent field at 1 - eps (same statistics)."""
     n, h = int(sizes["n"]), float(sizes["voxel_nm"])
-    q = grf.q_grid(grf.study_config(sizes, "two-phase low"))
+    q = q_grid(study_config(sizes, "two-phase low"))
     g = grf.gaussian_field(n, h, a_nm, np.random.default_rng(seed))
     curve = lambda rho: np.asarray(saxs.saxs_curve(rho, h, q), dtype=float)  # noqa: E731
     rho = grf.two_phase(g, porosity)
@@ -458,10 +458,10 @@ def replicate_structure(sizes: dict, index: int, seed: int = 1) -> dict:
     draws it), with its structure: the 'true' medium behind one replicate curve."""
     from ..core.datasets import sample_rng
 
-    config = grf.study_config(sizes, CASE_DATASET)
+    config = study_config(sizes, CASE_DATASET)
     rng = sample_rng(seed, index)
     alpha = grf.sample_alpha(rng, config["alpha_log10_range"])
-    return grf.saxs_sample(CASE_PARAMS, int(sizes["n"]), float(sizes["voxel_nm"]), grf.q_grid(config), rng,
+    return grf.saxs_sample(CASE_PARAMS, int(sizes["n"]), float(sizes["voxel_nm"]), q_grid(config), rng,
                            alpha=alpha, return_structure=True)
 
 
