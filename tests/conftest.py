@@ -16,3 +16,7 @@ def results_tmp(tmp_path, monkeypatch):
     """Send results records to a temporary folder."""
     monkeypatch.setenv("SASHELPERS_RESULTS", str(tmp_path / "results"))
     return tmp_path / "results"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs cupy with a CUDA device (numpy-vs-cupy parity); skipped elsewhere")

@@ -8,6 +8,7 @@ device is an error, not a silent fallback). Torch and XGBoost devices follow the
 from __future__ import annotations
 
 import functools
+import math
 import os
 import types
 
@@ -67,31 +68,160 @@ def array_module(name: str | None = None) -> types.ModuleType:
 
 
 def get_array_module(*arrays) -> types.ModuleType:
-    """numpy or cupy, whichever owns the arrays (numpy for plain Python objects)."""
+    """numpy or cupy, whichever owns the arrays (numpy for plain Python objects).
+
+    Arrays of another array-API namespace (e.g. ``array_api_strict`` in the tests) give that
+    namespace, so the kernels' non-numpy path can run without a GPU.
+    """
     for a in arrays:
-        if type(a).__module__.split(".")[0] == "cupy":
+        root = type(a).__module__.split(".")[0]
+        if root == "cupy":
             import cupy
 
             return cupy
+        if root != "numpy" and hasattr(a, "__array_namespace__"):
+            return a.__array_namespace__()
     return np
 
 
+def namespace(name: str) -> types.ModuleType:
+    """The array namespace called name (``xp.__name__``): numpy, cupy or another array-API module."""
+    if name in BACKENDS:
+        return array_module(name)
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def is_ndarray_module(xp) -> bool:
+    """True for numpy and cupy: the namespaces with the full ndarray API (methods, ``out=``,
+    bincount, ndimage, random). Others get the array API standard only."""
+    return xp is np or getattr(xp, "__name__", "") == "cupy"
+
+
 def to_numpy(x) -> np.ndarray:
-    """A host numpy copy/view of a numpy, cupy or torch array."""
-    if type(x).__module__.split(".")[0] == "cupy":
+    """A host numpy copy/view of a numpy, cupy, torch or other array-API (DLPack) array."""
+    root = type(x).__module__.split(".")[0]
+    if root == "cupy":
         return x.get()
-    if type(x).__module__.split(".")[0] == "torch":
+    if root == "torch":
         return x.detach().cpu().numpy()
+    if root != "numpy" and hasattr(x, "__array_namespace__") and hasattr(x, "__dlpack__"):
+        return np.from_dlpack(x)
     return np.asarray(x)
 
 
 def fft_module(xp: types.ModuleType):
-    """The FFT namespace matching xp: scipy.fft (multi-threaded) for numpy, cupy.fft for cupy."""
+    """The FFT namespace matching xp: scipy.fft (multi-threaded) for numpy, xp.fft otherwise
+    (cupy.fft, or the array API fft extension)."""
     if xp is np:
         import scipy.fft
 
         return scipy.fft
     return xp.fft
+
+
+def ndimage_module(xp: types.ModuleType):
+    """scipy.ndimage for numpy, cupyx.scipy.ndimage for cupy (filters and interpolation are not
+    in the array API standard: other namespaces raise NotImplementedError)."""
+    if xp is np:
+        import scipy.ndimage
+
+        return scipy.ndimage
+    if is_ndarray_module(xp):
+        import cupyx.scipy.ndimage
+
+        return cupyx.scipy.ndimage
+    raise NotImplementedError(f"ndimage (filters, interpolation) needs numpy or cupy arrays, not {xp.__name__}")
+
+
+# --- the few operations outside the array API standard ------------------------------------------
+# numpy and cupy use their native call (numerics unchanged); other namespaces a standard-only
+# equivalent. Kernels written with these and the standard run on numpy, cupy and array_api_strict.
+
+def astype(x, dtype, *, copy: bool = True):
+    """x.astype(dtype, copy=copy) (``xp.astype`` for namespaces without the method)."""
+    if is_ndarray_module(get_array_module(x)):
+        return x.astype(dtype, copy=copy)
+    return get_array_module(x).astype(x, dtype, copy=copy)
+
+
+def mean(x, axis=None, *, dtype=None, keepdims: bool = False):
+    """x.mean(axis, dtype=dtype): the accumulator dtype is not a standard argument (cast first)."""
+    xp = get_array_module(x)
+    if is_ndarray_module(xp):
+        return x.mean(axis=axis, dtype=dtype, keepdims=keepdims)
+    return xp.mean(x if dtype is None else xp.astype(x, dtype), axis=axis, keepdims=keepdims)
+
+
+def out_kw(x) -> dict:
+    """{'out': x} for numpy/cupy (a ufunc writes into x, no temporary), {} elsewhere: use as
+    ``x = xp.sqrt(x, **out_kw(x))``."""
+    return {"out": x} if is_ndarray_module(get_array_module(x)) else {}
+
+
+def assign(dst, src) -> None:
+    """dst[...] = src, casting src to dst's dtype (the standard casts only Python scalars)."""
+    xp = get_array_module(dst)
+    dst[...] = src if is_ndarray_module(xp) else xp.astype(src, dst.dtype)
+
+
+def set_real(z, x):
+    """The complex array z with its real part set to x: in place for numpy/cupy (a view);
+    a new array elsewhere (z must then be initialised, e.g. by zeros). Use as z = set_real(z, x)."""
+    xp = get_array_module(z)
+    if is_ndarray_module(xp):
+        z.real[...] = x
+        return z
+    return xp.astype(x, z.dtype) + 1j * xp.imag(z)
+
+
+def set_imag(z, x):
+    """The complex array z with its imaginary part set to x (see set_real)."""
+    xp = get_array_module(z)
+    if is_ndarray_module(xp):
+        z.imag[...] = x
+        return z
+    return xp.real(z) + 1j * xp.astype(x, xp.real(z).dtype)
+
+
+def sinc(x):
+    """sin(pi x)/(pi x), 1 at x = 0 (numpy's formula where the namespace has no sinc)."""
+    xp = get_array_module(x)
+    if is_ndarray_module(xp):
+        return xp.sinc(x)
+    y = math.pi * xp.where(x == 0, 1.0e-20, x)
+    return xp.sin(y) / y
+
+
+def partition(x, kth):
+    """A copy of the 1D array x with the kth elements in sorted position (a full sort where the
+    namespace has no partition)."""
+    xp = get_array_module(x)
+    return xp.partition(x, kth) if is_ndarray_module(xp) else xp.sort(x)
+
+
+def bincount(x, weights=None, minlength: int = 0):
+    """np.bincount for non-negative integer x; a sort-based scatter-add where the namespace has none
+    (argsort, cumulative_sum, searchsorted)."""
+    xp = get_array_module(x)
+    if is_ndarray_module(xp):
+        return xp.bincount(x, weights=weights, minlength=minlength)
+    n = max(int(xp.max(x)) + 1 if x.shape[0] else 0, minlength)
+    order = xp.argsort(x)
+    edges = xp.searchsorted(xp.take(x, order), xp.arange(n + 1, dtype=x.dtype))
+    if weights is None:
+        return xp.astype(edges[1:] - edges[:-1], xp.int64)
+    csum = xp.cumulative_sum(xp.astype(xp.take(weights, order), xp.float64), include_initial=True)
+    return xp.take(csum, edges[1:]) - xp.take(csum, edges[:-1])
+
+
+def is_floating(x) -> bool:
+    """Whether x has a real floating dtype."""
+    xp = get_array_module(x)
+    if is_ndarray_module(xp):
+        return bool(np.issubdtype(x.dtype, np.floating))
+    return bool(xp.isdtype(x.dtype, "real floating"))
 
 
 def torch_device(prefer: str | None = None):

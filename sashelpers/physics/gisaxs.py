@@ -1,24 +1,27 @@
 """GISAXS of finite nanoparticle superlattices (mesocrystals) on a substrate.
 
 Lengths in nm, wavevectors in nm^-1, angles in degrees at the interface (``alpha_i_deg``) and
-radians inside. Formulas and conventions are those of PHYSICS.md section 3:
+radians inside. The formulas and conventions (the book's chapter "Physics and conventions",
+section *GISAXS of nanoparticle superlattices*):
 
 * Geometry. The film normal is z, the beam runs along +x and hits the surface at alpha_i:
   k_i = k (cos a_i, 0, -sin a_i), k_f = k (cos a_f cos 2t_f, cos a_f sin 2t_f, sin a_f).
   The detector q is q = k_f - k_i (q_z = k (sin a_f + sin a_i)); the DWBA is written with
   Q = k_i - k_f. Pixels with a_f <= 0 (below the horizon) are zero.
-* Born:  I = |F_sphere(|q|)|^2 |S(q)|^2.
+* Born:  ``I = |F_sphere(|q|)|^2 |S(q)|^2``.
 * Finite lattice of N1 x N2 x N3 conventional cells a_j with basis {r_b} (fractions f_b):
   S(Q) = sum_b sum_n exp(i Q.(n.a + r_b)) = prod_j G_Nj(x_j) * sum_b exp(i f_b.x),  x_j = Q.a_j,
   G_N(x) = sum_{n<N} e^{inx} = e^{i(N-1)x/2} D_N(x),  D_N(x) = sin(Nx/2)/sin(x/2).
   G_N is 2 pi periodic, so x_j is reduced to [-pi, pi] before use (stable, limit N at x = 2 pi m).
-* DWBA (particles on a substrate, sphere centres at z = R + lattice height):
-  A = F(Q_par, -k(s_i+s_f)) + r_i F(Q_par, k(s_i-s_f)) + r_f F(Q_par, k(s_f-s_i))
-      + r_i r_f F(Q_par, k(s_i+s_f)),   I = <|A|^2> over azimuthal orientations,
-  with F(Q) = F_sphere(|Q|) exp(i Q_z R) S(Q) and r(a) the Fresnel coefficient of the substrate.
+* DWBA (particles on a substrate, sphere centres at z = R + lattice height)::
+
+    A = F(Q_par, -k(s_i+s_f)) + r_i F(Q_par, k(s_i-s_f)) + r_f F(Q_par, k(s_f-s_i))
+        + r_i r_f F(Q_par, k(s_i+s_f)),   I = <|A|^2> over azimuthal orientations,
+
+  with ``F(Q) = F_sphere(|Q|) exp(i Q_z R) S(Q)`` and r(a) the Fresnel coefficient of the substrate.
 
 Orientations are averaged incoherently (grains): the lattice is rotated about z; only S depends on
-the rotation, the sphere form factor depends on |Q| alone and is computed once per image.
+the rotation, the sphere form factor depends on ``|Q|`` alone and is computed once per image.
 All kernels run on numpy or cupy (one code path, ``xp``); images are float32 (n_z, n_y) with
 q_z increasing along axis 0 (show with ``origin="lower"``).
 """
@@ -30,9 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core import backend as _backend
 from ..core.backend import array_module, get_array_module
 
-# --- constants (PHYSICS.md section 3) ------------------------------------------------------------
+# --- constants ----------------------------------------------------------------------------------
 
 HC_KEV_NM = 1.23984198  # h c in keV nm
 ENERGY_10KEV = 10.0
@@ -119,7 +123,7 @@ def cell_vectors_nm(class_name: str, lattice_nm: float) -> tuple[np.ndarray, np.
     """Conventional cell vectors (rows a_1, a_2, a_3, lab frame, nm) and basis fractions (n_b, 3).
 
     Cubic classes: lattice_nm is the cube edge a, the cell is rotated so that the rows x, y, z of
-    the PHYSICS.md orientation matrix become the lab axes. HCP[0001]: lattice_nm is the in-plane
+    the orientation matrix (the physics chapter's table of classes) become the lab axes. HCP[0001]: lattice_nm is the in-plane
     nearest-neighbour distance d, a_1 = (d, 0, 0), a_2 = (-d/2, d sqrt3/2, 0), a_3 = (0, 0, c),
     c = sqrt(8/3) d, basis {0, (2/3, 1/3, 1/2)} (true ABAB stacking). Positions are n.a + f_b.a.
     """
@@ -160,14 +164,14 @@ def n_spheres(class_name: str, reps) -> int:
 
 
 def _reduce_2pi(x, xp):
-    return x - (2 * math.pi) * xp.rint(x * (1 / (2 * math.pi)))
+    return x - (2 * math.pi) * xp.round(x * (1 / (2 * math.pi)))  # round half to even, as rint
 
 
 def dirichlet(x, n: int):
     """D_N(x) = sin(N x/2) / sin(x/2), stable at x = 2 pi m where it equals (-1)^(m(N-1)) N."""
     xp = get_array_module(x)
     x = xp.asarray(x)
-    m = xp.rint(x / (2 * math.pi))
+    m = xp.round(x / (2 * math.pi))
     y = x - 2 * math.pi * m
     d = _dirichlet_reduced(y, n, xp)
     if n % 2 == 0:
@@ -437,7 +441,7 @@ def structure_factor(q_nm, class_name: str, lattice_nm: float, reps, phi_deg=0.0
         a = xp.asarray(cell @ rot.T)  # rows: rotated a_j
         x = q @ a.T  # (..., 3): x_j = q.a_j
         sval = geometric_sum(x[..., 0], reps[0]) * geometric_sum(x[..., 1], reps[1]) * geometric_sum(x[..., 2], reps[2])
-        bsum = xp.exp(1j * (x @ xp.asarray(basis.T))).sum(axis=-1)
+        bsum = xp.sum(xp.exp(1j * (x @ xp.asarray(basis.T))), axis=-1)
         out.append(sval * bsum)
     return out[0] if np.ndim(phi_deg) == 0 else xp.stack(out)
 
@@ -455,8 +459,9 @@ def _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis_frac, reps,
     rx = c[:, None] * ax[None, :] - s[:, None] * ay[None, :]
     ry = s[:, None] * ax[None, :] + c[:, None] * ay[None, :]
     rot = xp.asarray(np.stack([rx, ry], axis=-1).reshape(m * 3, 2), dtype=rdtype)
-    p = (rot @ qpar).reshape(m, 3, 1, -1)  # (M, 3, 1, P): Q_par . a_j(phi)
-    x = [p[:, j] + rdtype(cell[j, 2]) * qz_terms[None] if cell[j, 2] != 0 else p[:, j] for j in range(3)]
+    p = xp.reshape(rot @ qpar, (m, 3, 1, -1))  # (M, 3, 1, P): Q_par . a_j(phi)
+    x = [p[:, j, ...] + float(cell[j, 2]) * qz_terms[None, ...] if cell[j, 2] != 0 else p[:, j, ...]
+         for j in range(3)]
     amp = None
     phase = None
     for j in range(3):
@@ -465,7 +470,7 @@ def _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis_frac, reps,
             continue
         y = _reduce_2pi(x[j], xp)
         d = _dirichlet_reduced(y, n, xp)
-        y *= rdtype(0.5 * (n - 1))
+        y *= 0.5 * (n - 1)  # a Python float multiplies in rdtype
         amp = d if amp is None else amp * d
         phase = y if phase is None else phase + y
     # basis: sum_b exp(i (phase + f_b . x)); f_b . x uses the unreduced x (f_b fractional)
@@ -474,10 +479,10 @@ def _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis_frac, reps,
         arg = phase
         for j in range(3):
             if f[j] != 0:
-                term = rdtype(f[j]) * x[j]
+                term = float(f[j]) * x[j]
                 arg = term if arg is None else arg + term
-        if arg is None:  # the origin of a one-cell lattice
-            cr, ci = rdtype(1.0), rdtype(0.0)
+        if arg is None:  # the origin of a one-cell lattice (arrays: cupy cannot broadcast a numpy scalar)
+            cr, ci = xp.ones((), dtype=rdtype), xp.zeros((), dtype=rdtype)
         else:
             arg = xp.broadcast_to(arg, (m,) + qz_terms.shape)
             cr, ci = xp.cos(arg), xp.sin(arg)
@@ -489,9 +494,9 @@ def _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis_frac, reps,
     b_re = xp.broadcast_to(b_re, (m,) + qz_terms.shape)
     b_im = xp.broadcast_to(b_im, (m,) + qz_terms.shape)
     # A = sum_t pref_t S_t (complex product written out), then |A|^2 summed over orientations
-    a_re = (b_re * pref_re - b_im * pref_im).sum(axis=1)
-    a_im = (b_re * pref_im + b_im * pref_re).sum(axis=1)
-    return (a_re * a_re + a_im * a_im).sum(axis=0, dtype=xp.float64)
+    a_re = xp.sum(b_re * pref_re - b_im * pref_im, axis=1)
+    a_im = xp.sum(b_re * pref_im + b_im * pref_re, axis=1)
+    return xp.sum(a_re * a_re + a_im * a_im, axis=0, dtype=xp.float64)
 
 
 def _angles_deg(class_name, n_orient, rng, angles_deg):
@@ -519,7 +524,7 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
     vector, an int or (N1, N2, N3). alpha_i_deg: incidence angle. grid: QGrid or DetectorGrid.
     Orientations: angles_deg if given, else n_orient angles drawn uniformly in the class's
     symmetry range from rng (a numpy Generator), else n_orient evenly spaced ones.
-    dwba=False gives the Born image |F|^2 |S|^2 (no substrate); dwba=True the four-term DWBA with
+    dwba=False gives the Born image ``|F|^2 |S|^2`` (no substrate); dwba=True the four-term DWBA with
     the substrate (a name in SUBSTRATES_10KEV or a (delta, beta) pair at energy_kev).
     precision="single" (float32/complex64 lattice sums) or "double".
     """
@@ -539,29 +544,30 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
     phis = np.radians(_angles_deg(class_name, n_orient, rng, angles_deg))
     xp = array_module() if xp is None else xp
     geo = scattering_geometry(grid, alpha_i_deg, energy_kev, xp)
-    rdtype = np.float32 if precision == "single" else np.float64
+    rdtype = xp.float32 if precision == "single" else xp.float64
 
-    valid = geo.valid.ravel()
+    valid = xp.reshape(geo.valid, (-1,))
     k = geo.k_nm
     # Q = k_i - k_f = -q; zero the invalid pixels so that nothing there is NaN
-    qx = xp.where(valid, -geo.qx_nm.ravel(), 0.0)
-    qy = xp.where(valid, -geo.qy_nm.ravel(), 0.0)
+    qx = xp.where(valid, -xp.reshape(geo.qx_nm, (-1,)), 0.0)
+    qy = xp.where(valid, -xp.reshape(geo.qy_nm, (-1,)), 0.0)
     s_i = math.sin(geo.alpha_i_rad)
-    s_f = xp.where(valid, xp.sin(geo.alpha_f_rad.ravel()), 0.0)
+    alpha_f = xp.reshape(geo.alpha_f_rad, (-1,))
+    s_f = xp.where(valid, xp.sin(alpha_f), 0.0)
     if dwba:
         qz_terms = xp.stack([-k * (s_i + s_f), k * (s_i - s_f), k * (s_f - s_i), k * (s_i + s_f)])
         r_i = complex(reflection_coefficient(np.float64(geo.alpha_i_rad), delta, beta))
-        r_f = xp.where(valid, reflection_coefficient(geo.alpha_f_rad.ravel(), delta, beta), 0.0)
+        r_f = xp.where(valid, reflection_coefficient(alpha_f, delta, beta), 0.0)
         coef = xp.stack([xp.ones_like(r_f), r_i * xp.ones_like(r_f), r_f, r_i * r_f])
     else:
         qz_terms = (-k * (s_i + s_f))[None, :]
         coef = xp.ones((1, qx.size), dtype=xp.complex128)
-    qmag = xp.sqrt(qx[None] ** 2 + qy[None] ** 2 + qz_terms**2)
+    qmag = xp.sqrt(qx[None, :] ** 2 + qy[None, :] ** 2 + qz_terms**2)
     # orientation-independent part: coefficient, sphere form factor and the centre height z = R
     pref = coef * sphere_form_factor(qmag, radius_nm) * xp.exp(1j * qz_terms * radius_nm)
-    pref_re, pref_im = pref.real.astype(rdtype), pref.imag.astype(rdtype)
-    qpar = xp.stack([qx, qy]).astype(rdtype)
-    qz_terms = qz_terms.astype(rdtype)
+    pref_re, pref_im = _backend.astype(xp.real(pref), rdtype), _backend.astype(xp.imag(pref), rdtype)
+    qpar = _backend.astype(xp.stack([qx, qy]), rdtype)
+    qz_terms = _backend.astype(qz_terms, rdtype)
     cell, basis = cell_vectors_nm(class_name, lattice_nm)
 
     n_terms, n_pix = qz_terms.shape
@@ -572,7 +578,7 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
         total += _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis, reps,
                                     phis[start:start + step], xp, rdtype)
     image = xp.where(valid, total / phis.size, 0.0)
-    return image.reshape(grid.shape).astype(xp.float32)
+    return _backend.astype(xp.reshape(image, grid.shape), xp.float32)
 
 
 # --- pixel grids and image scaling ---------------------------------------------------------------
@@ -614,7 +620,7 @@ def log_normalise(image, decades: float = 6.0):
 
 
 def reps_cap(class_name: str, lattice_nm: float, dq_nm: float, min_peak_px: float = 2.0) -> tuple[int, int, int]:
-    """The largest N_j per lattice vector whose Laue peak FWHM (~0.886 * 2 pi / (N |a_j|) in q)
+    """The largest N_j per lattice vector whose Laue peak FWHM (``~0.886 * 2 pi / (N |a_j|)`` in q)
     spans at least ``min_peak_px`` pixels of size dq_nm; at least 1."""
     cell, _ = cell_vectors_nm(class_name, lattice_nm)
     _check_positive("dq_nm", dq_nm)

@@ -6,7 +6,7 @@ from Gaussian random fields*) states the formulas; the study's priors and datase
 
 Field. White noise w on an N^3 periodic grid of voxel h, filtered in Fourier space,
 
-    g = irfftn( rfftn(w) * sqrt(S(|q|)) ),   S(q) = (1 + |a q|^8)^-2,   q = 2 pi fftfreq(N, h).
+    ``g = irfftn( rfftn(w) * sqrt(S(|q|)) ),   S(q) = (1 + |a q|^8)^-2,   q = 2 pi fftfreq(N, h)``.
 
 The amplitude of g is irrelevant: every later step thresholds at quantiles.
 By default (``noise_domain="fourier"``) the half spectrum rfftn(w) is drawn directly: its
@@ -45,6 +45,7 @@ import math
 import numpy as np
 
 from . import saxs
+from ..core import backend as _backend
 from ..core.backend import array_module, fft_module, get_array_module, to_numpy
 
 DENSITIES = (0.0, 0.65, 1.0)  # pore, layer, solid
@@ -93,8 +94,8 @@ def _fft_kwargs(xp) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _q2_half(n: int, voxel_nm: float, backend: str):
-    """|q|^2 (nm^-2, float32) on the rfftn half spectrum, shape (n, n, n//2+1)."""
-    xp = array_module(backend)
+    """``|q|^2`` (nm^-2, float32) on the rfftn half spectrum, shape (n, n, n//2+1)."""
+    xp = _backend.namespace(backend)
     qf, qh = saxs._axis_q(n, voxel_nm, xp)
     q2 = qf[:, None, None] ** 2 + qf[None, :, None] ** 2
     return q2 + qh[None, None, :] ** 2
@@ -103,7 +104,7 @@ def _q2_half(n: int, voxel_nm: float, backend: str):
 @functools.lru_cache(maxsize=4)
 def _smoothing_half(n: int, sigma_voxels: float, backend: str):
     """Fourier multiplier of a periodic Gaussian of sigma voxels on the half spectrum (float32)."""
-    xp = array_module(backend)
+    xp = _backend.namespace(backend)
     wf = (2 * np.pi * np.fft.fftfreq(n)).astype(np.float64)  # rad per voxel
     wh = (2 * np.pi * np.fft.rfftfreq(n)).astype(np.float64)
     gf = np.exp(-0.5 * sigma_voxels**2 * wf**2).astype(np.float32)
@@ -113,7 +114,7 @@ def _smoothing_half(n: int, sigma_voxels: float, backend: str):
 
 
 def _backend_name(xp) -> str:
-    return "numpy" if xp is np else "cupy"
+    return xp.__name__  # 'numpy', 'cupy' (or another array-API namespace): a cache key
 
 
 # --- random numbers -----------------------------------------------------------------------------
@@ -126,12 +127,16 @@ def _device_rng(rng: np.random.Generator, xp):
 def _uniform(rng, shape, xp):
     if xp is np:
         return rng.random(shape, dtype=np.float32)
+    if not _backend.is_ndarray_module(xp):  # the array API has no random numbers: draw on the host
+        return xp.asarray(rng.random(shape, dtype=np.float32))
     return _device_rng(rng, xp).random(shape, dtype=xp.float32)
 
 
 def _normal(rng, shape, xp):
     if xp is np:
         return rng.standard_normal(shape, dtype=np.float32)
+    if not _backend.is_ndarray_module(xp):
+        return xp.asarray(rng.standard_normal(shape, dtype=np.float32))
     return _device_rng(rng, xp).standard_normal(shape, dtype=xp.float32)
 
 
@@ -148,56 +153,56 @@ def white_noise_half_spectrum(n: int, rng, *, xp=None, amplitude=None):
     rng = _check_rng(rng)
     shape = (n, n, n // 2 + 1)
     modulus = _uniform(rng, shape, xp)
-    xp.negative(modulus, out=modulus)
-    xp.log1p(modulus, out=modulus)
-    modulus *= xp.float32(-float(n) ** 3)  # |z|^2 = -N^3 ln(1-u): E|z|^2 = N^3, as for rfftn(w)
-    xp.sqrt(modulus, out=modulus)
-    modulus[:, :, 0] *= xp.float32(math.sqrt(2.0))
+    modulus = xp.negative(modulus, **_backend.out_kw(modulus))  # in place on numpy/cupy
+    modulus = xp.log1p(modulus, **_backend.out_kw(modulus))
+    modulus *= -float(n) ** 3  # |z|^2 = -N^3 ln(1-u): E|z|^2 = N^3, as for rfftn(w)
+    modulus = xp.sqrt(modulus, **_backend.out_kw(modulus))
+    modulus[:, :, 0] *= math.sqrt(2.0)  # a Python float multiplies as float32
     if n % 2 == 0:
-        modulus[:, :, -1] *= xp.float32(math.sqrt(2.0))
+        modulus[:, :, -1] *= math.sqrt(2.0)
     if amplitude is not None:
         modulus *= amplitude
     phase = _uniform(rng, shape, xp)
-    phase *= xp.float32(2 * math.pi)
-    spec = xp.empty(shape, dtype=xp.complex64)
+    phase *= 2 * math.pi
+    spec = xp.zeros(shape, dtype=xp.complex64)
     part = xp.cos(phase)  # contiguous work, then one strided copy: faster than strided ufunc output
     part *= modulus
-    spec.real[...] = part
-    xp.sin(phase, out=part)
+    spec = _backend.set_real(spec, part)
+    part = xp.sin(phase, **_backend.out_kw(part))
     part *= modulus
-    spec.imag[...] = part
+    spec = _backend.set_imag(spec, part)
     return spec
 
 
 def _sqrt_spectral_density_half(n: int, voxel_nm: float, a_nm: float, xp):
-    """sqrt(S(|q|)) = 1 / (1 + (a^2 q^2)^4) on the half spectrum, float32.
+    """``sqrt(S(|q|)) = 1 / (1 + (a^2 q^2)^4)`` on the half spectrum, float32.
 
     (Applied as a real factor: a complex64 /= float32 promotes to a complex division, ~5x
     slower than one reciprocal of the real factor and a multiplication.)
     """
-    t = _q2_half(n, float(voxel_nm), _backend_name(xp)) * xp.float32(a_nm * a_nm)
+    t = _q2_half(n, float(voxel_nm), _backend_name(xp)) * (a_nm * a_nm)  # float32
     t *= t
     t *= t
-    t += xp.float32(1.0)
-    xp.reciprocal(t, out=t)
+    t += 1.0
+    t = xp.divide(1.0, t, **_backend.out_kw(t))  # = reciprocal, in place on numpy/cupy
     return t
 
 
 def _apply_sqrt_spectral_density(spec, n: int, voxel_nm: float, a_nm: float, xp):
-    """spec *= sqrt(S(|q|)), in place."""
+    """``spec *= sqrt(S(|q|))``, in place."""
     spec *= _sqrt_spectral_density_half(n, voxel_nm, a_nm, xp)
     return spec
 
 
 def spectral_density(q_nm, a_nm: float):
-    """S(q) = (1 + |a q|^8)^-2 (dimensionless, S(0) = 1)."""
+    """``S(q) = (1 + |a q|^8)^-2`` (dimensionless, S(0) = 1)."""
     a_nm = _check_a(a_nm)
     q = np.asarray(q_nm, dtype=float)
     return 1.0 / (1.0 + (a_nm * q) ** 8) ** 2
 
 
 def gaussian_field(n: int, voxel_nm: float, a_nm: float, rng, *, xp=None, noise_domain: str = "fourier"):
-    """A GRF g with spectral density S(q) = (1 + |a q|^8)^-2 on an n^3 periodic grid (float32).
+    """A GRF g with spectral density ``S(q) = (1 + |a q|^8)^-2`` on an n^3 periodic grid (float32).
 
     The amplitude is arbitrary (only quantiles of g are used).
     """
@@ -219,7 +224,7 @@ def gaussian_field(n: int, voxel_nm: float, a_nm: float, rng, *, xp=None, noise_
         spec = fft.rfftn(w, **kw)
         del w
         _apply_sqrt_spectral_density(spec, n, voxel_nm, a_nm, xp)
-    return fft.irfftn(spec, s=(n, n, n), **kw)  # (overwrite_x=True measured slower for c2r)
+    return fft.irfftn(spec, s=(n, n, n), axes=(0, 1, 2), **kw)  # (overwrite_x=True measured slower for c2r)
 
 
 # --- exact quantile thresholds ------------------------------------------------------------------
@@ -239,7 +244,7 @@ def _kth_smallest(flat, ks, xp):
     ks = [int(k) for k in np.atleast_1d(ks)]
     size = flat.size
     if size <= 1 << 16:
-        part = xp.partition(flat, ks)
+        part = _backend.partition(flat, ks)
         out = [part[k] for k in ks]
         return out[0] if single else out
     # a multiplicative-hash sample spreads over the whole grid (a plain stride would sample
@@ -260,10 +265,10 @@ def _kth_smallest(flat, ks, xp):
         del keep
         r = k - below
         if 0 <= r < inside.size:
-            out.append(xp.partition(inside, r)[r])
+            out.append(_backend.partition(inside, r)[r])
         else:  # the bracket missed (heavy ties or a pathological field): exact, slower
             _KTH_FALLBACKS[0] += 1
-            out.append(xp.partition(flat, k)[k])
+            out.append(_backend.partition(flat, k)[k])
     return out[0] if single else out
 
 
@@ -271,22 +276,25 @@ def _rank_masks(field, counts, xp):
     """Boolean masks, one per entry of ``counts``, True on exactly ``count`` voxels: all but the
     ``size - count`` smallest values. Ties at a threshold are resolved in memory order.
     """
-    flat = field.reshape(-1)
+    flat = xp.reshape(field, (-1,))
     size = flat.size
     inner = [c for c in counts if 0 < c < size]
     thresholds = dict(zip(inner, _kth_smallest(flat, [size - c - 1 for c in inner], xp))) if inner else {}
     masks = []
     for count in counts:
-        mask = xp.empty(field.shape, dtype=bool)
         if count not in thresholds:
-            mask.fill(count >= size)
+            mask = xp.full(field.shape, count >= size)
         else:
             t = thresholds[count]
-            xp.greater(field, t, out=mask)
+            mask = xp.greater(field, t)
             n_high = int(xp.count_nonzero(mask))
             if n_high != count:  # ties at t: promote the first (count - n_high) of them to "high"
-                ties = xp.flatnonzero(flat == t)
-                mask.reshape(-1)[ties[: count - n_high]] = True
+                eq = flat == t
+                if _backend.is_ndarray_module(xp):
+                    mask.reshape(-1)[xp.flatnonzero(eq)[: count - n_high]] = True
+                else:  # the array API has no fancy-index assignment: the first ties by a running count
+                    first = eq & (xp.cumulative_sum(_backend.astype(eq, xp.int64)) <= count - n_high)
+                    mask = mask | xp.reshape(first, field.shape)
         masks.append(mask)
     return masks
 
@@ -311,10 +319,10 @@ def smooth_periodic(field, sigma_voxels: float = SMOOTH_SIGMA_VOXELS, *, overwri
     kw = _fft_kwargs(xp)
     if xp is np:
         kw["overwrite_x"] = overwrite
-    spec = fft.rfftn(field.astype(xp.float32, copy=False), **kw)
+    spec = fft.rfftn(_backend.astype(field, xp.float32, copy=False), **kw)
     spec *= _smoothing_half(n, float(sigma_voxels), _backend_name(xp))
     kw.pop("overwrite_x", None)
-    return fft.irfftn(spec, s=field.shape, **kw)
+    return fft.irfftn(spec, s=field.shape, axes=(0, 1, 2), **kw)
 
 
 def _threshold_smooth(field, porosity: float, xp):
@@ -323,7 +331,7 @@ def _threshold_smooth(field, porosity: float, xp):
     n_pore = int(round(porosity * n_vox))
     mask = _rank_mask(field, n_vox - n_pore, xp)
     psi = field  # reuse the field's memory for the binary structure
-    psi[...] = mask
+    _backend.assign(psi, mask)
     del mask
     return smooth_periodic(psi, overwrite=True)
 
@@ -341,18 +349,18 @@ def microstructure(field, porosity: float, nu: float | None = None, *, overwrite
     xp = get_array_module(field)
     if field.ndim != 3 or len(set(field.shape)) != 1:
         raise ValueError(f"field must be a cubic 3D array, got shape {field.shape}")
-    g = field.astype(xp.float32, copy=not overwrite)
+    g = _backend.astype(field, xp.float32, copy=not overwrite)
     s = _threshold_smooth(g, porosity, xp)
     del g
     n_vox = s.size
     n_pore, n_pore_total = _phase_counts(n_vox, porosity, nu)
     if nu is None:
-        s[...] = _rank_mask(s, n_vox - n_pore_total, xp)
+        _backend.assign(s, _rank_mask(s, n_vox - n_pore_total, xp))
         return s
     solid, not_pore = _rank_masks(s, [n_vox - n_pore_total, n_vox - n_pore], xp)
-    s.fill(0)
-    xp.copyto(s, xp.float32(DENSITIES[1]), where=not_pore)
-    xp.copyto(s, xp.float32(DENSITIES[2]), where=solid)
+    s[...] = 0.0
+    s[not_pore] = DENSITIES[1]  # stored as float32
+    s[solid] = DENSITIES[2]
     return s
 
 

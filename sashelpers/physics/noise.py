@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from ..core.backend import get_array_module
+from ..core import backend as _backend
+from ..core.backend import get_array_module, to_numpy
 
 
 def _as_image(image, name="image"):
@@ -28,26 +29,39 @@ def _as_image(image, name="image"):
     a = xp.asarray(image)
     if a.ndim < 2 or a.shape[-1] < 2 or a.shape[-2] < 2:
         raise ValueError(f"{name} must have at least 2 dimensions (..., H, W) with H, W >= 2, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(xp.float32)
+    if not _backend.is_floating(a):
+        a = _backend.astype(a, xp.float32)
     return xp, a
 
 
 def _ndimage(xp):
-    if xp is np:
-        import scipy.ndimage as ndi
-    else:
-        import cupyx.scipy.ndimage as ndi
-    return ndi
+    return _backend.ndimage_module(xp)  # scipy.ndimage or cupyx.scipy.ndimage; NotImplementedError otherwise
+
+
+class _HostDraws:
+    """A numpy generator for a namespace without random numbers of its own (the array API has
+    none): draws are made on the host and moved to xp."""
+
+    def __init__(self, rng, xp):
+        self._rng, self._xp = rng, xp
+
+    def standard_normal(self, size=None):
+        return self._xp.asarray(self._rng.standard_normal(size=size))
+
+    def poisson(self, lam):
+        return self._xp.asarray(self._rng.poisson(to_numpy(lam)))
 
 
 def _check_rng(rng, xp=np):
     """The generator to draw with: rng itself, or for cupy arrays and a numpy rng a cupy
-    RandomState seeded from rng (draws stay on the device; same seed, same noise)."""
-    if rng is None or not hasattr(rng, "normal") or not hasattr(rng, "poisson"):
+    RandomState seeded from rng (draws stay on the device; same seed, same noise); for other
+    array-API namespaces (no random numbers) rng drawing on the host."""
+    if rng is None or not hasattr(rng, "standard_normal") or not hasattr(rng, "poisson"):
         raise ValueError(f"rng={rng!r} must be a random Generator (e.g. numpy.random.default_rng(seed))")
     if xp is np or type(rng).__module__.split(".")[0] == "cupy":
         return rng
+    if not _backend.is_ndarray_module(xp):
+        return _HostDraws(rng, xp)
     return xp.random.RandomState(int(rng.integers(2**63 - 1)))
 
 
@@ -57,7 +71,7 @@ def smear(image, sigma_px: float):
     if not (math.isfinite(sigma_px) and 0 <= sigma_px <= 100):
         raise ValueError(f"sigma_px={sigma_px!r} must lie in [0, 100] pixels")
     if sigma_px == 0:
-        return a.copy()
+        return _backend.astype(a, a.dtype)  # a copy
     sigma = (0,) * (a.ndim - 2) + (sigma_px, sigma_px)
     return _ndimage(xp).gaussian_filter(a, sigma=sigma, mode="reflect", truncate=4.0)
 
@@ -68,8 +82,9 @@ def gaussian_noise(image, alpha: float, rng):
     if not (math.isfinite(alpha) and 0 <= alpha <= 100):
         raise ValueError(f"alpha={alpha!r} must lie in [0, 100] (noise sigma / mean intensity)")
     rng = _check_rng(rng, xp)
-    sigma = alpha * a.mean(axis=(-2, -1), keepdims=True)
-    z = xp.asarray(rng.normal(size=a.shape)).astype(a.dtype, copy=False)
+    sigma = alpha * xp.mean(a, axis=(-2, -1), keepdims=True)
+    # standard_normal, not normal: cupy's Generator has no normal (same draws as normal() on numpy)
+    z = _backend.astype(xp.asarray(rng.standard_normal(size=a.shape)), a.dtype, copy=False)
     return a + sigma * z
 
 
@@ -84,13 +99,13 @@ def poisson_noise(image, counts: float, rng, *, reference: str = "max"):
     if reference not in ("max", "mean"):
         raise ValueError(f"reference={reference!r} must be 'max' or 'mean'")
     rng = _check_rng(rng, xp)
-    if bool((a < 0).any()):
+    if bool(xp.any(a < 0)):
         raise ValueError("image must be non-negative for Poisson noise (got negative intensities)")
-    ref = a.max(axis=(-2, -1), keepdims=True) if reference == "max" else a.mean(axis=(-2, -1), keepdims=True)
-    scale = xp.where(ref > 0, counts / xp.where(ref > 0, ref, 1), 0).astype(xp.float64)
-    lam = a.astype(xp.float64) * scale
-    drawn = xp.asarray(rng.poisson(lam)).astype(xp.float64)
-    return xp.where(scale > 0, drawn / xp.where(scale > 0, scale, 1), 0).astype(a.dtype)
+    ref = xp.max(a, axis=(-2, -1), keepdims=True) if reference == "max" else xp.mean(a, axis=(-2, -1), keepdims=True)
+    scale = _backend.astype(xp.where(ref > 0, counts / xp.where(ref > 0, ref, 1), 0), xp.float64)
+    lam = _backend.astype(a, xp.float64) * scale
+    drawn = _backend.astype(xp.asarray(rng.poisson(lam)), xp.float64)
+    return _backend.astype(xp.where(scale > 0, drawn / xp.where(scale > 0, scale, 1), 0), a.dtype)
 
 
 def reduce_resolution(image, m: int, *, order: int = 1):
@@ -104,7 +119,7 @@ def reduce_resolution(image, m: int, *, order: int = 1):
         raise ValueError(f"order={order!r} must be 0, 1 or 3")
     m = int(m)
     lead = a.shape[:-2]
-    flat = a.reshape((-1, h, w))
+    flat = xp.reshape(a, (-1, h, w))
     small = _area_resize(_area_resize(flat, m, axis=1, xp=xp), m, axis=2, xp=xp)
     ndi = _ndimage(xp)
     # back: align pixel centres (the same field of view), edge pixels held at the border
@@ -126,5 +141,5 @@ def _area_resize(a, m: int, axis: int, xp):
     weights = np.clip(hi - lo, 0, None) * m  # (m, n), rows sum to 1
     wmat = xp.asarray(weights.astype(np.float64))
     moved = xp.moveaxis(a, axis, -1)
-    out = (moved.astype(xp.float64) @ wmat.T)
-    return xp.moveaxis(out, -1, axis).astype(a.dtype)
+    out = (_backend.astype(moved, xp.float64) @ wmat.T)
+    return _backend.astype(xp.moveaxis(out, -1, axis), a.dtype)

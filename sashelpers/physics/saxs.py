@@ -3,14 +3,14 @@
 Lengths in nm, q in nm^-1. For a density rho (any contrast unit, e.g. SLD in nm^-2) on an
 N^3 periodic grid of voxel h the scattered intensity per unit volume is
 
-    I(q_k) = h^3 |DFT(rho - mean rho)|^2 / N^3          (units: rho^2 * nm^3)
+    ``I(q_k) = h^3 |DFT(rho - mean rho)|^2 / N^3``          (units: rho^2 * nm^3)
 
 on the reciprocal lattice q_k = 2*pi*k/(N h). The isotropic curve is a Gaussian-weighted
 radial average onto any q grid,
 
-    I(q_j) = sum_k w_jk I_k / sum_k w_jk,   w_jk = exp(-2 ((|q_k| - q_j)/dq)^2),  dq = 2*pi/(N h),
+    ``I(q_j) = sum_k w_jk I_k / sum_k w_jk,   w_jk = exp(-2 ((|q_k| - q_j)/dq)^2),  dq = 2*pi/(N h)``,
 
-done as a bincount over fine |q| shells followed by a small (n_q x n_shells) weight matrix.
+done as a bincount over fine ``|q|`` shells followed by a small (n_q x n_shells) weight matrix.
 Only the rfftn half spectrum is formed; interior k_z planes are counted twice.
 
 All kernels run on numpy (scipy.fft, multi-threaded) or cupy, chosen by the input array.
@@ -23,7 +23,8 @@ import math
 
 import numpy as np
 
-from ..core.backend import fft_module, get_array_module
+from ..core import backend as _backend
+from ..core.backend import fft_module, get_array_module, to_numpy
 
 SHELLS_PER_DQ = 32  # fine shells per reciprocal-lattice spacing: 8 gives 0.3 % error, 32 gives < 1e-4
 SLD_TO_NM2 = 1e-4  # a scattering length density of 1e-6 A^-2 is 1e-4 nm^-2
@@ -44,13 +45,13 @@ def q_spacing(n: int, voxel_nm: float) -> float:
 
 
 def q_window(n: int, voxel_nm: float) -> tuple[float, float]:
-    """The q range (nm^-1) a grid resolves: [1.5 dq, pi/(2h)] (see PHYSICS.md, grid vs q range)."""
+    """The q range (nm^-1) a grid resolves: [1.5 dq, pi/(2h)] (see the physics chapter, section *FFT SAXS*)."""
     return 1.5 * q_spacing(n, voxel_nm), math.pi / (2 * voxel_nm)
 
 
 def check_q_window(n: int, voxel_nm: float, q_nm) -> None:
     """Raise ValueError when the q grid is not resolved by an n^3 grid of voxel_nm."""
-    q = np.asarray(q_nm, dtype=float)
+    q = np.asarray(to_numpy(q_nm), dtype=float)
     if q.ndim != 1 or q.size < 2:
         raise ValueError(f"q_nm must be a 1D array of at least 2 values, got shape {q.shape}")
     if not np.all(np.isfinite(q)) or np.any(q <= 0):
@@ -65,19 +66,20 @@ def check_q_window(n: int, voxel_nm: float, q_nm) -> None:
 
 
 def _xp_name(xp) -> str:
-    return "numpy" if xp is np else "cupy"
+    return xp.__name__  # 'numpy', 'cupy' (or another array-API namespace): a cache key
 
 
-def _axis_q(n: int, voxel_nm: float, xp, dtype=np.float32):
-    """q components along the full axes (fftfreq) and the half axis (rfftfreq), nm^-1."""
+def _axis_q(n: int, voxel_nm: float, xp, dtype=None):
+    """q components along the full axes (fftfreq) and the half axis (rfftfreq), nm^-1 (float32)."""
     fft = fft_module(xp)
-    qf = (2 * math.pi * fft.fftfreq(n, d=voxel_nm)).astype(dtype)
-    qh = (2 * math.pi * fft.rfftfreq(n, d=voxel_nm)).astype(dtype)
+    dtype = xp.float32 if dtype is None else dtype
+    qf = _backend.astype(2 * math.pi * fft.fftfreq(n, d=voxel_nm), dtype)
+    qh = _backend.astype(2 * math.pi * fft.rfftfreq(n, d=voxel_nm), dtype)
     return xp.asarray(qf), xp.asarray(qh)
 
 
 def q_magnitude_half(n: int, voxel_nm: float, xp=np):
-    """|q| (nm^-1, float32) on the rfftn half spectrum, shape (n, n, n//2 + 1)."""
+    """``|q|`` (nm^-1, float32) on the rfftn half spectrum, shape (n, n, n//2 + 1)."""
     qf, qh = _axis_q(n, voxel_nm, xp)
     return xp.sqrt(qf[:, None, None] ** 2 + qf[None, :, None] ** 2 + qh[None, None, :] ** 2)
 
@@ -93,16 +95,16 @@ def half_spectrum_multiplicity(n: int, xp=np):
 
 @functools.lru_cache(maxsize=4)
 def _shells(n: int, voxel_nm: float, backend: str):
-    """Fine |q| shell index per half-spectrum point, and each shell's weighted count and mean |q|."""
-    xp = np if backend == "numpy" else __import__("cupy")
+    """Fine ``|q|`` shell index per half-spectrum point, and each shell's weighted count and mean ``|q|``."""
+    xp = _backend.namespace(backend)
     dq = q_spacing(n, voxel_nm)
     width = dq / SHELLS_PER_DQ
     qmag = q_magnitude_half(n, voxel_nm, xp)
-    idx = (qmag / width).astype(xp.intp if xp is np else xp.int32).ravel()
-    n_shells = int(idx.max()) + 1
-    mult = xp.broadcast_to(half_spectrum_multiplicity(n, xp), qmag.shape).ravel()
-    count = xp.bincount(idx, weights=mult, minlength=n_shells)
-    qsum = xp.bincount(idx, weights=mult * qmag.ravel(), minlength=n_shells)
+    idx = xp.reshape(_backend.astype(qmag / width, xp.intp if xp is np else xp.int32), (-1,))
+    n_shells = int(xp.max(idx)) + 1
+    mult = xp.reshape(xp.broadcast_to(half_spectrum_multiplicity(n, xp), qmag.shape), (-1,))
+    count = _backend.bincount(idx, weights=mult, minlength=n_shells)
+    qsum = _backend.bincount(idx, weights=mult * xp.reshape(qmag, (-1,)), minlength=n_shells)
     # shell 0 holds q = 0 (the mean, removed by contrast subtraction): give it no weight
     count[0] = 0
     q_shell = qsum / xp.maximum(count, 1e-30)
@@ -110,7 +112,7 @@ def _shells(n: int, voxel_nm: float, backend: str):
 
 
 def intensity_3d(rho, voxel_nm: float, *, deconvolve_voxel: bool = False):
-    """I(q_k) = h^3 |rfftn(rho - mean)|^2 / N^3 on the half spectrum (float32, units rho^2 nm^3).
+    """``I(q_k) = h^3 |rfftn(rho - mean)|^2 / N^3`` on the half spectrum (float32, units rho^2 nm^3).
 
     deconvolve_voxel divides by the cube's form factor prod_i sinc^2(q_i h / 2). That is exact
     when voxel values are cell averages of the density (partial-volume voxelisation, as in
@@ -122,16 +124,16 @@ def intensity_3d(rho, voxel_nm: float, *, deconvolve_voxel: bool = False):
     n = rho.shape[0]
     _check_grid(n, voxel_nm)
     fft = fft_module(xp)
-    rho = rho.astype(xp.float32, copy=False)
+    rho = _backend.astype(rho, xp.float32, copy=False)
     kwargs = {"workers": -1} if xp is np else {}
-    f = fft.rfftn(rho - rho.mean(dtype=xp.float64).astype(xp.float32), **kwargs)
-    intensity = f.real**2 + f.imag**2
+    f = fft.rfftn(rho - _backend.astype(_backend.mean(rho, dtype=xp.float64), xp.float32), **kwargs)
+    intensity = xp.real(f) ** 2 + xp.imag(f) ** 2
     del f
-    intensity *= xp.float32(voxel_nm**3 / n**3)
+    intensity *= voxel_nm**3 / n**3  # a Python float multiplies as float32
     if deconvolve_voxel:
         qf, qh = _axis_q(n, voxel_nm, xp)
-        s_f = xp.sinc(qf * voxel_nm / (2 * math.pi)) ** 2  # numpy sinc(x) = sin(pi x)/(pi x)
-        s_h = xp.sinc(qh * voxel_nm / (2 * math.pi)) ** 2
+        s_f = _backend.sinc(qf * voxel_nm / (2 * math.pi)) ** 2  # numpy sinc(x) = sin(pi x)/(pi x)
+        s_h = _backend.sinc(qh * voxel_nm / (2 * math.pi)) ** 2
         intensity /= s_f[:, None, None]
         intensity /= s_f[None, :, None]
         intensity /= s_h[None, None, :]
@@ -145,7 +147,7 @@ def _radial_weights(n: int, voxel_nm: float, backend: str, q_bytes: bytes):
     Cached per (grid, q grid): building the (n_q x n_shells) exponentials is ~half the cost of
     a radial average at 128^3 when done per call.
     """
-    xp = np if backend == "numpy" else __import__("cupy")
+    xp = _backend.namespace(backend)
     _, count, q_shell = _shells(n, voxel_nm, backend)
     q = xp.asarray(np.frombuffer(q_bytes, dtype=np.float64))
     dq = q_spacing(n, voxel_nm)
@@ -165,11 +167,11 @@ def radial_average(intensity_half, voxel_nm: float, q_nm, *, check: bool = True)
         check_q_window(n, voxel_nm, q_nm)
     idx, count, _ = _shells(n, float(voxel_nm), _xp_name(xp))
     # one float64 copy (bincount would make it anyway) with the multiplicity applied in place
-    weighted = intensity_half.astype(xp.float64)
+    weighted = _backend.astype(intensity_half, xp.float64)
     weighted[:, :, 1 : (n + 1) // 2] *= 2.0  # interior k_z planes occur twice in the full spectrum
-    shell_sum = xp.bincount(idx, weights=weighted.ravel(), minlength=count.size)
+    shell_sum = _backend.bincount(idx, weights=xp.reshape(weighted, (-1,)), minlength=count.size)
     del weighted
-    q = np.ascontiguousarray(np.asarray(q_nm, dtype=np.float64).ravel())
+    q = np.ascontiguousarray(np.asarray(to_numpy(q_nm), dtype=np.float64).ravel())
     w = _radial_weights(n, float(voxel_nm), _xp_name(xp), q.tobytes())
     return w @ shell_sum
 
@@ -198,7 +200,7 @@ def sphere_amplitude(q_nm, radius_nm):
 
 
 def sphere_intensity(q_nm, radius_nm: float, contrast: float = 1.0, box_volume_nm3: float | None = None):
-    """|F(q)|^2 of a homogeneous sphere, divided by box_volume_nm3 when given (I per unit volume).
+    """``|F(q)|^2`` of a homogeneous sphere, divided by box_volume_nm3 when given (I per unit volume).
 
     F(q) = contrast * V * sphere_amplitude(q, R) with V = 4/3 pi R^3.
     """
@@ -238,7 +240,7 @@ def analytic_on_grid(n: int, voxel_nm: float, q_nm, radius_nm: float, contrast: 
     """The analytic sphere evaluated on the grid's own q_k and radially averaged with the same
     weights as an FFT curve: the fair reference for ``saxs_curve`` of ``voxel_sphere``."""
     box = (n * voxel_nm) ** 3
-    ana = sphere_intensity(q_magnitude_half(n, voxel_nm, xp), radius_nm, contrast, box).astype(xp.float32)
+    ana = _backend.astype(sphere_intensity(q_magnitude_half(n, voxel_nm, xp), radius_nm, contrast, box), xp.float32)
     return radial_average(ana, voxel_nm, q_nm)
 
 

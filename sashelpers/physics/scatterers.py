@@ -352,7 +352,7 @@ def torch_intensity(shape: str, q_nm, params: dict, *, dtype=None, device=None, 
     """I(q) in cm^-1 for a batch of parameter sets, as sasmodels computes it, in one torch pass.
 
     shape: one of SHAPES; q_nm: (n_q,) in nm^-1; params: {name: scalar or (B,) array/tensor} with
-    the names of SHAPE_PARAMS[shape] (lengths in nm, *_pd relative Gaussian widths). Gaussian
+    the names of SHAPE_PARAMS[shape] (lengths in nm, ``*_pd`` relative Gaussian widths). Gaussian
     dispersity with ``pd_n`` points over +-``nsigma`` like sasmodels. SLDs in 1e-6 A^-2. Returns a
     (B, n_q) tensor of ``dtype`` on ``device`` (backend.torch_device() default). float64 (default)
     agrees with sasmodels to ~1e-10 (hard-sphere product: 3e-7, sasmodels' own S(q) rounding);
