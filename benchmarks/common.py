@@ -30,3 +30,26 @@ def cupy_or_none():
     import cupy
 
     return cupy
+
+
+def module_at_commit(commit: str, path: str, name: str):
+    """The module ``path`` (e.g. sashelpers/physics/gisaxs.py) as it was at git ``commit``, imported
+    under ``name`` inside its package (relative imports resolve against today's package), or None
+    when git or the commit is unavailable (e.g. a shallow clone)."""
+    import subprocess
+    import sys
+    import types
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    package = ".".join(Path(path).with_suffix("").parts[:-1])
+    mod = types.ModuleType(f"{package}.{name}")
+    mod.__package__ = package
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, f"{path}@{commit[:8]}", "exec"), mod.__dict__)
+    return mod

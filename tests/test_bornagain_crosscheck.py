@@ -116,3 +116,29 @@ def test_fcc_box_mesocrystal(reps, phi_deg, precision, scale):
     # measured: 1.7e-3 / 9.9e-3 (0 deg), 1.5e-4 / 2.3e-3 (17 deg), 1.9e-4 / 6.1e-3 (5x5x3, 17 deg)
     assert dev["max |diff|/peak"] < 5e-3
     assert dev["max rel. where I > 1% peak"] < 0.015
+
+
+def test_hexagonal_prism_crystallite_as_explicit_spheres(scale):
+    """A hexagonal prism cut from the FCC[111] lattice (3 close-packed layers), given to BornAgain
+    as a compound of spheres at the positions ``lattice_points_nm`` lists, against ``simulate``
+    with the hexagon outline: the in-plane row sums and the layer stacking against a direct sum."""
+    au, si = _materials()
+    d = 2 * R_MESO_NM * 1.25                      # nearest-neighbour distance, spheres not touching
+    a = d * math.sqrt(2)
+    outline, reps = ("hexagon", 2.2 * d), (1, 1, 1)
+    pts = g.lattice_points_nm("FCC[111]", a, reps, outline=outline)
+    assert len(pts) == g.n_spheres("FCC[111]", reps, outline, a) and len(pts) > 40
+    comp = ba.Compound()
+    for x, y, z in pts:
+        p = ba.Particle(au, ba.Sphere(R_MESO_NM))
+        p.translate(ba.R3(float(x), float(y), float(z)))
+        comp.addComponent(p)
+    comp.rotate(ba.RotationZ(math.radians(11.0)))
+    ref, grid = bornagain_image(comp, si)
+    ours = scale * g.simulate("FCC[111]", a, R_MESO_NM, reps, ALPHA_I_DEG, grid, angles_deg=[11.0],
+                              precision="double", outline=outline)
+    keep = _above_horizon(ours)
+    dev = _deviations(ours, ref, keep)
+    print(f"FCC[111] hexagonal prism, {len(pts)} spheres: " + ", ".join(f"{k} {v:.2e}" for k, v in dev.items()))
+    assert dev["max |diff|/peak"] < 5e-3
+    assert dev["max rel. where I > 1% peak"] < 0.015

@@ -62,6 +62,15 @@ def test_sphere_form_factor():
     assert f[0] == pytest.approx(f[1], rel=1e-6)
 
 
+def test_dirichlet_squared():
+    x = np.concatenate([np.linspace(-40, 40, 2001), 2 * np.pi * np.arange(-5, 6) + 1e-7, [0.0]])
+    for n in (1, 2, 5, 12):
+        assert np.allclose(g.dirichlet_squared(x, n), g.dirichlet(x, n) ** 2, rtol=1e-9, atol=1e-9 * n * n)
+    x32 = np.linspace(-60, 60, 100_001).astype(np.float32)
+    assert g.dirichlet_squared(x32, 9).dtype == np.float32
+    assert np.allclose(g.dirichlet_squared(x32, 9), g.dirichlet(x32.astype(float), 9) ** 2, rtol=2e-3, atol=2e-3 * 81)
+
+
 def test_dirichlet_limits_and_stability():
     for n in (1, 2, 5, 6):
         for m in (-2, -1, 0, 1, 3):
@@ -128,6 +137,56 @@ def test_fast_dwba_equals_explicit_sum(cls):
     for precision, tol in (("double", 1e-6), ("single", 2e-4)):  # float32 output
         img = g.simulate(cls, a, R, reps, 0.15, grid, angles_deg=[phi], precision=precision, xp=np)
         assert np.allclose(img, ref, rtol=tol, atol=tol * ref.max()), precision
+
+
+@pytest.mark.parametrize("cls", g.CLASS_NAMES)
+@pytest.mark.parametrize("outline", ["box", ("hexagon", 41.0)])
+def test_layered_kernel_equals_the_sum_over_positions(cls, outline):
+    """The factorised kernel (in-plane outline x basis phases x vertical sums) against the plain
+    sum over every sphere (``simulate_positions``), several orientations, both outlines."""
+    a = 14.0 if cls.startswith("HCP") else 20.0
+    grid = g.q_grid(20, 18, (-1.5, 1.5), (0, 1.5))
+    angles = [0.0, 13.0, 47.0]
+    pts = g.lattice_points_nm(cls, a, (3, 2, 2), outline=outline)
+    assert len(pts) == g.n_spheres(cls, (3, 2, 2), outline, a)
+    ref = g.simulate_positions(pts, 2.5, 0.15, grid, angles)
+    got = g.simulate(cls, a, 2.5, (3, 2, 2), 0.15, grid, angles_deg=angles, precision="double", outline=outline)
+    assert np.allclose(got, ref, rtol=1e-6, atol=1e-7 * ref.max())
+    assert g.simulate_positions(pts[:-1], 2.5, 0.15, grid, angles).max() != pytest.approx(ref.max(), rel=1e-6)
+
+
+def test_surface_cells_stack_layers_on_the_substrate():
+    for cls in g.CLASS_NAMES:
+        cell, basis = g.cell_vectors_nm(cls, 20.0)
+        assert cell[0, 2] == cell[1, 2] == 0 and cell[2, 0] == cell[2, 1] == 0 and cell[2, 2] > 0
+        per_volume = len(basis) / abs(np.linalg.det(cell))
+        kind = g.CLASSES[cls][0]
+        if kind != "HCP":
+            assert per_volume * 20.0**3 == pytest.approx({"SC": 1, "BCC": 2, "FCC": 4}[kind])
+    # FCC[111] and HCP at the same nearest-neighbour distance: the same in-plane lattice, so the
+    # same outline (box or hexagon) and the same bottom layer; they differ in the stacking only
+    d = 12.0
+    for outline in ("box", ("hexagon", 30.0)):
+        fcc = g.lattice_points_nm("FCC[111]", d * math.sqrt(2), (3, 3, 1), outline=outline)
+        hcp = g.lattice_points_nm("HCP[0001]", d, (3, 3, 1), outline=outline)
+        bottom = lambda p: {tuple(np.round(r[:2], 6)) for r in p if abs(r[2]) < 1e-9}  # noqa: E731
+        assert bottom(fcc) == bottom(hcp)
+        heights = lambda p: sorted({round(float(z), 6) for z in p[:, 2]})  # noqa: E731
+        assert heights(fcc) == pytest.approx([0, d * math.sqrt(2 / 3), 2 * d * math.sqrt(2 / 3)])
+        assert heights(hcp) == pytest.approx([0, d * math.sqrt(2 / 3)])
+
+
+def test_outline_rows():
+    cell, _ = g.cell_vectors_nm("HCP[0001]", 10.0)
+    assert g.outline_rows(cell, (3, 2, 1)) == [(0, 0, 2), (1, 0, 2)]
+    rows = g.outline_rows(cell, 1, ("hexagon", 20.0))  # a hexagon of 2 shells: 1 + 6 + 12 cells
+    assert sum(hi - lo + 1 for _, lo, hi in rows) == 19
+    pts = g.lattice_points_nm("HCP[0001]", 10.0, 1, outline=("hexagon", 20.0))[::2]
+    assert np.allclose(pts.mean(axis=0), 0) and np.linalg.norm(pts, axis=1).max() == pytest.approx(20.0)
+    for bad in (("hexagon", -1.0), "sphere", ("circle", 3.0)):
+        with pytest.raises(ValueError, match="outline"):
+            g.outline_rows(cell, 1, bad)
+    assert g.outline_rows(cell, 1, ("hexagon", 1e-3)) == [(0, 0, 0)]  # the centre cell only
 
 
 def test_orientation_average_and_chunking():

@@ -119,13 +119,40 @@ def nearest_neighbour_nm(class_name: str, lattice_nm: float) -> float:
     return lattice_nm * {"SC": 1.0, "BCC": _S3 / 2, "FCC": 1 / _S2, "HCP": 1.0}[kind]
 
 
-def cell_vectors_nm(class_name: str, lattice_nm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Conventional cell vectors (rows a_1, a_2, a_3, lab frame, nm) and basis fractions (n_b, 3).
+# crystal components of the surface cell of the tilted classes (rows a_1, a_2 in the surface, a_3
+# along its normal), in units of the cube edge: [110] -> a[001], a[1-10], a[110];
+# FCC[111] -> the hexagonal setting a/2 [1-10], a/2 [01-1], a [111] (3 close-packed layers)
+_SURFACE_CELL = {
+    "110": np.array([[0.0, 0.0, 1.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0]]),
+    "111": np.array([[0.5, -0.5, 0.0], [0.0, 0.5, -0.5], [1.0, 1.0, 1.0]]),
+}
 
-    Cubic classes: lattice_nm is the cube edge a, the cell is rotated so that the rows x, y, z of
-    the orientation matrix (the physics chapter's table of classes) become the lab axes. HCP[0001]: lattice_nm is the in-plane
-    nearest-neighbour distance d, a_1 = (d, 0, 0), a_2 = (-d/2, d sqrt3/2, 0), a_3 = (0, 0, c),
-    c = sqrt(8/3) d, basis {0, (2/3, 1/3, 1/2)} (true ABAB stacking). Positions are n.a + f_b.a.
+
+def _surface_basis(kind: str, orient: str) -> np.ndarray:
+    """Fractions (n_b, 3) of the lattice points in the surface cell of (kind, orient)."""
+    conv = _BASIS[kind]
+    if kind == "HCP" or orient == "100":
+        return conv.copy()
+    cell = _SURFACE_CELL[orient]
+    n = np.stack(np.meshgrid(*[np.arange(-3, 4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    frac = ((n[:, None, :] + conv[None]).reshape(-1, 3) @ np.linalg.inv(cell))
+    frac = np.round(np.round(frac, 9) % 1.0, 9) % 1.0
+    basis = np.unique(frac, axis=0)
+    assert len(basis) == round(abs(np.linalg.det(cell)) * len(conv)), (kind, orient)
+    return basis
+
+
+def cell_vectors_nm(class_name: str, lattice_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The surface cell of a class: rows a_1, a_2 in the film plane and a_3 along the film normal
+    z (lab frame, nm), and the basis fractions (n_b, 3); positions are (n + f_b) . a.
+
+    lattice_nm is the cube edge a (cubic classes) or the in-plane nearest-neighbour distance d
+    (HCP). [100]: the conventional cube. [110]: a_1 = a[001], a_2 = a[1-10], a_3 = a[110]
+    (SC: 2, BCC: 4 points per cell). FCC[111]: the hexagonal setting a_1 = (d, 0, 0),
+    a_2 = (-d/2, d sqrt3/2, 0), a_3 = (0, 0, 3h), d = a/sqrt2, h = a/sqrt3, three close-packed
+    layers ABC. HCP[0001]: the same a_1, a_2 with a_3 = (0, 0, c), c = sqrt(8/3) d, basis
+    {0, (2/3, 1/3, 1/2)} (true ABAB stacking). So every crystallite is a stack of layers parallel
+    to the substrate, and FCC[111] and HCP share their in-plane lattice and outline.
     """
     _check_class(class_name)
     lattice_nm = _check_positive("lattice_nm", lattice_nm)
@@ -133,31 +160,81 @@ def cell_vectors_nm(class_name: str, lattice_nm: float) -> tuple[np.ndarray, np.
     if kind == "HCP":
         d = lattice_nm
         cell = np.array([[d, 0.0, 0.0], [-d / 2, d * _S3 / 2, 0.0], [0.0, 0.0, HCP_C_OVER_A * d]])
+    elif orient == "100":
+        cell = lattice_nm * np.eye(3)
     else:
-        # lab components of the crystal axis e_j are O @ e_j, i.e. the columns of O
-        cell = lattice_nm * _ORIENT[orient].T.copy()
-    return cell, _BASIS[kind].copy()
+        # lab components of a crystal vector v are O @ v: the rows of (cell_crystal @ O^T)
+        cell = lattice_nm * _SURFACE_CELL[orient] @ _ORIENT[orient].T
+        cell[np.abs(cell) < 1e-12 * lattice_nm] = 0.0
+    return cell, _surface_basis(kind, orient)
 
 
-def lattice_points_nm(class_name: str, lattice_nm: float, reps, phi_deg: float = 0.0) -> np.ndarray:
-    """Explicit sphere-centre lattice positions (n, 3) in nm, rotated by phi_deg about z.
+#: Outer shapes of a crystallite (all prisms standing on the substrate, N3 cells high):
+#: "box" -- N1 x N2 cells along a_1, a_2; ("hexagon", R_nm) -- the cells whose origin lies in a
+#: regular hexagon of circumradius R_nm (a corner along a_1) centred on the crystallite.
+OUTLINES = ("box", "hexagon")
 
-    For tests and peers only (small N): the kernels never sum points one by one.
+
+def _check_outline(outline):
+    if isinstance(outline, str) and outline == "box":
+        return "box", None
+    try:
+        kind, radius = outline
+        ok = kind == "hexagon"
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"outline={outline!r} must be 'box' or ('hexagon', circumradius_nm)")
+    return "hexagon", _check_positive("outline circumradius_nm", radius, 1e5)
+
+
+def outline_rows(cell, reps, outline="box") -> list[tuple[int, int, int]]:
+    """The in-plane cells of a crystallite as rows along a_1: (k, lo, hi) for the cells
+    n_1 a_1 + k a_2 with lo <= n_1 <= hi. cell: rows a_1, a_2 (in-plane) of a surface cell."""
+    kind, radius = _check_outline(outline)
+    n1, n2, _ = _check_reps(reps)
+    if kind == "box":
+        return [(k, 0, n1 - 1) for k in range(n2)]
+    a1, a2 = np.asarray(cell, dtype=np.float64)[0, :2], np.asarray(cell, dtype=np.float64)[1, :2]
+    # rotate so that a_1 lies along x: the hexagon has corners at +-R along a_1
+    ang = math.atan2(a1[1], a1[0])
+    rot = np.array([[math.cos(ang), math.sin(ang)], [-math.sin(ang), math.cos(ang)]])
+    a1, a2 = rot @ a1, rot @ a2
+    k_max = int(math.ceil(radius / abs(a2[1]))) + 1
+    n_max = int(math.ceil((radius + k_max * abs(a2[0])) / abs(a1[0]))) + 1
+    n = np.arange(-n_max, n_max + 1)
+    tol = 1e-9 * radius
+    rows = []
+    for k in range(-k_max, k_max + 1):
+        x, y = n * a1[0] + k * a2[0], n * a1[1] + k * a2[1]
+        inside = (np.abs(y) <= radius * _S3 / 2 + tol) & (_S3 * np.abs(x) + np.abs(y) <= _S3 * radius + tol)
+        if inside.any():
+            idx = n[inside]
+            rows.append((k, int(idx.min()), int(idx.max())))
+    return rows  # never empty: the centre cell lies inside any hexagon
+
+
+def lattice_points_nm(class_name: str, lattice_nm: float, reps, phi_deg: float = 0.0, *,
+                      outline="box") -> np.ndarray:
+    """Explicit sphere-centre positions (n, 3) in nm of a crystallite, rotated by phi_deg about z.
+
+    For tests, peers and ``simulate_positions`` (small N): ``simulate`` never sums points one by one.
     """
-    n1, n2, n3 = _check_reps(reps)
     cell, basis = cell_vectors_nm(class_name, lattice_nm)
-    n = np.stack(np.meshgrid(np.arange(n1), np.arange(n2), np.arange(n3), indexing="ij"), -1).reshape(-1, 3)
-    frac = (n[:, None, :] + basis[None, :, :]).reshape(-1, 3)
-    pts = frac @ cell
+    n3 = _check_reps(reps)[2]
+    ij = np.array([(i, k) for k, lo, hi in outline_rows(cell, reps, outline) for i in range(lo, hi + 1)])
+    n = np.concatenate([np.column_stack([ij, np.full(len(ij), l)]) for l in range(n3)])
+    pts = ((n[:, None, :] + basis[None, :, :]).reshape(-1, 3)) @ cell
     c, s = math.cos(math.radians(phi_deg)), math.sin(math.radians(phi_deg))
     rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
     return pts @ rot.T
 
 
-def n_spheres(class_name: str, reps) -> int:
-    n1, n2, n3 = _check_reps(reps)
-    _check_class(class_name)
-    return n1 * n2 * n3 * len(_BASIS[CLASSES[class_name][0]])
+def n_spheres(class_name: str, reps, outline="box", lattice_nm: float = 1.0) -> int:
+    """The number of spheres in a crystallite (lattice_nm matters for a hexagon outline only)."""
+    cell, basis = cell_vectors_nm(class_name, lattice_nm)
+    n3 = _check_reps(reps)[2]
+    return sum(hi - lo + 1 for _, lo, hi in outline_rows(cell, reps, outline)) * n3 * len(basis)
 
 
 # --- 1D kernels ---------------------------------------------------------------------------------
@@ -187,6 +264,25 @@ def _dirichlet_reduced(y, n: int, xp):
     safe = xp.where(small, xp.ones_like(s), s)
     series = n * (1 - (n * n - 1) * (y * y) / 24)
     return xp.where(small, series, xp.sin(n * half) / safe)
+
+
+def dirichlet_squared(x, n: int):
+    """D_N(x)^2 = sin^2(N x/2) / sin^2(x/2) (2 pi periodic, no reduction needed), N^2 at x = 2 pi m.
+
+    The lattice factor of a box outline: fewer passes over the data than ``dirichlet``, since the
+    sign does not matter. Near x = 2 pi m it uses N^2 (1 - (N^2 - 1) s^2 / 3), s = sin(x/2).
+    """
+    xp = get_array_module(x)
+    s = xp.sin(0.5 * x)
+    t = xp.sin((0.5 * n) * x)
+    small = xp.abs(s) < 1e-3 / max(n, 1)
+    ratio = t / (s + _backend.astype(small, s.dtype))  # +1 where s is tiny: never 0/0
+    d2 = ratio * ratio
+    if _backend.is_ndarray_module(xp):  # numpy/cupy: patch the few pixels on a lattice plane
+        s_small = s[small]
+        d2[small] = (n * n) * (1 - ((n * n - 1) / 3) * (s_small * s_small))
+        return d2
+    return xp.where(small, (n * n) * (1 - ((n * n - 1) / 3) * (s * s)), d2)
 
 
 def geometric_sum(x, n: int):
@@ -446,57 +542,57 @@ def structure_factor(q_nm, class_name: str, lattice_nm: float, reps, phi_deg=0.0
     return out[0] if np.ndim(phi_deg) == 0 else xp.stack(out)
 
 
-def _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis_frac, reps, phis_rad, xp, rdtype):
-    """sum_phi |sum_t pref_t S(Q_par, Qz_t; phi)|^2 for a chunk of orientations.
+def _inplane_chunk(qpar, w_re, w_im, cell, groups, rows, phis_rad, xp, rdtype):
+    """sum over a chunk of orientations of |S_par|^2 |sum_g B_g W_g|^2 (see ``simulate``).
 
-    qpar (2, P), qz_terms (T, P), pref_re/pref_im (T, P) real arrays in xp; phis_rad (M,) on the host.
-    All arithmetic is real (cos/sin instead of complex exp): several times faster on CPUs.
+    qpar (2, P) and w_re/w_im (G, P) real arrays in xp; groups: per layer height, the in-plane
+    basis fractions (n, 2); rows: the outline as (k, lo, hi) rows along a_1, or None for a box
+    (then the tuple (N1, N2)). phis_rad (M,) on the host. All arithmetic is real.
     """
     m = phis_rad.size
     c, s = np.cos(phis_rad), np.sin(phis_rad)
-    # rotated in-plane cell components, (M*3, 2): a_par(phi) = Rz(phi) a_par
-    ax, ay = cell[:, 0], cell[:, 1]
+    ax, ay = cell[:2, 0], cell[:2, 1]
     rx = c[:, None] * ax[None, :] - s[:, None] * ay[None, :]
     ry = s[:, None] * ax[None, :] + c[:, None] * ay[None, :]
-    rot = xp.asarray(np.stack([rx, ry], axis=-1).reshape(m * 3, 2), dtype=rdtype)
-    p = xp.reshape(rot @ qpar, (m, 3, 1, -1))  # (M, 3, 1, P): Q_par . a_j(phi)
-    x = [p[:, j, ...] + float(cell[j, 2]) * qz_terms[None, ...] if cell[j, 2] != 0 else p[:, j, ...]
-         for j in range(3)]
-    amp = None
-    phase = None
-    for j in range(3):
-        n = reps[j]
-        if n == 1:
-            continue
-        y = _reduce_2pi(x[j], xp)
-        d = _dirichlet_reduced(y, n, xp)
-        y *= 0.5 * (n - 1)  # a Python float multiplies in rdtype
-        amp = d if amp is None else amp * d
-        phase = y if phase is None else phase + y
-    # basis: sum_b exp(i (phase + f_b . x)); f_b . x uses the unreduced x (f_b fractional)
-    b_re = b_im = None
-    for f in basis_frac:
-        arg = phase
-        for j in range(3):
-            if f[j] != 0:
-                term = float(f[j]) * x[j]
-                arg = term if arg is None else arg + term
-        if arg is None:  # the origin of a one-cell lattice (arrays: cupy cannot broadcast a numpy scalar)
-            cr, ci = xp.ones((), dtype=rdtype), xp.zeros((), dtype=rdtype)
-        else:
-            arg = xp.broadcast_to(arg, (m,) + qz_terms.shape)
+    rot = xp.asarray(np.stack([rx, ry], axis=-1).reshape(m * 2, 2), dtype=rdtype)
+    x = xp.reshape(rot @ qpar, (m, 2, -1))  # Q_par . a_j(phi)
+    x1, x2 = x[:, 0, :], x[:, 1, :]
+    # |S_par|^2 of the outline: the same for every layer and basis point
+    if isinstance(rows, tuple):
+        ps = None
+        for xj, nj in ((x1, rows[0]), (x2, rows[1])):
+            if nj > 1:
+                d2 = dirichlet_squared(xj, nj)
+                ps = d2 if ps is None else ps * d2
+    else:
+        s_re = s_im = None
+        for k, lo, hi in rows:  # a row: exp(i (k x2 + (lo+hi)/2 x1)) D_L(x1), L = hi - lo + 1
+            d = dirichlet(x1, hi - lo + 1) if hi > lo else None
+            arg = float(k) * x2 + (0.5 * (lo + hi)) * x1
             cr, ci = xp.cos(arg), xp.sin(arg)
-        b_re = cr if b_re is None else b_re + cr
-        b_im = ci if b_im is None else b_im + ci
-    if amp is not None:
-        b_re = b_re * amp
-        b_im = b_im * amp
-    b_re = xp.broadcast_to(b_re, (m,) + qz_terms.shape)
-    b_im = xp.broadcast_to(b_im, (m,) + qz_terms.shape)
-    # A = sum_t pref_t S_t (complex product written out), then |A|^2 summed over orientations
-    a_re = xp.sum(b_re * pref_re - b_im * pref_im, axis=1)
-    a_im = xp.sum(b_re * pref_im + b_im * pref_re, axis=1)
-    return xp.sum(a_re * a_re + a_im * a_im, axis=0, dtype=xp.float64)
+            if d is not None:
+                cr, ci = cr * d, ci * d
+            s_re = cr if s_re is None else s_re + cr
+            s_im = ci if s_im is None else s_im + ci
+        ps = s_re * s_re + s_im * s_im
+    # A' = sum_g W_g sum_{b in g} exp(i f_b . x)
+    a_re = a_im = None
+    for g, fracs in enumerate(groups):
+        b_re = b_im = None
+        for f1, f2 in fracs:
+            if f1 == 0 and f2 == 0:
+                cr, ci = xp.ones((), dtype=rdtype), xp.zeros((), dtype=rdtype)
+            else:
+                arg = float(f1) * x1 + float(f2) * x2
+                cr, ci = xp.cos(arg), xp.sin(arg)
+            b_re = cr if b_re is None else b_re + cr
+            b_im = ci if b_im is None else b_im + ci
+        t_re = b_re * w_re[g, ...] - b_im * w_im[g, ...]
+        t_im = b_re * w_im[g, ...] + b_im * w_re[g, ...]
+        a_re = t_re if a_re is None else a_re + t_re
+        a_im = t_im if a_im is None else a_im + t_im
+    v = xp.broadcast_to(a_re * a_re + a_im * a_im, x1.shape)
+    return xp.sum(v if ps is None else ps * v, axis=0, dtype=xp.float64)
 
 
 def _angles_deg(class_name, n_orient, rng, angles_deg):
@@ -513,39 +609,10 @@ def _angles_deg(class_name, n_orient, rng, angles_deg):
     return rng.uniform(0.0, width, int(n_orient))
 
 
-def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i_deg: float, grid,
-             n_orient: int = 60, *, rng=None, angles_deg=None, dwba: bool = True, substrate="Si",
-             energy_kev: float = ENERGY_10KEV, xp=None, chunk_elements: int = 2_000_000,
-             precision: str = "single"):
-    """GISAXS image (float32, shape grid.shape, intensity in nm^6) of one finite mesocrystal.
-
-    class_name: one of CLASS_NAMES. lattice_nm: cube edge a (cubic) or in-plane nearest-neighbour
-    distance d (HCP). radius_nm: sphere radius (spheres may not overlap). reps: cells per lattice
-    vector, an int or (N1, N2, N3). alpha_i_deg: incidence angle. grid: QGrid or DetectorGrid.
-    Orientations: angles_deg if given, else n_orient angles drawn uniformly in the class's
-    symmetry range from rng (a numpy Generator), else n_orient evenly spaced ones.
-    dwba=False gives the Born image ``|F|^2 |S|^2`` (no substrate); dwba=True the four-term DWBA with
-    the substrate (a name in SUBSTRATES_10KEV or a (delta, beta) pair at energy_kev).
-    precision="single" (float32/complex64 lattice sums) or "double".
-    """
-    _check_class(class_name)
-    lattice_nm = _check_positive("lattice_nm", lattice_nm, 1e5)
-    radius_nm = _check_positive("radius_nm", radius_nm, 1e4)
-    reps = _check_reps(reps)
-    nn = nearest_neighbour_nm(class_name, lattice_nm)
-    if radius_nm > nn / 2 * (1 + 1e-9):
-        raise ValueError(f"radius_nm={radius_nm!r} must lie in (0, {nn / 2:g}] for {class_name} with "
-                         f"lattice_nm={lattice_nm:g} (touching spheres at nearest-neighbour distance {nn:g} nm)")
-    if precision not in ("single", "double"):
-        raise ValueError(f"precision={precision!r} must be 'single' or 'double'")
-    if int(chunk_elements) != chunk_elements or chunk_elements < 1:
-        raise ValueError(f"chunk_elements={chunk_elements!r} must be a positive integer")
-    delta, beta = _substrate(substrate)
-    phis = np.radians(_angles_deg(class_name, n_orient, rng, angles_deg))
-    xp = array_module() if xp is None else xp
+def _pixel_terms(grid, alpha_i_deg, energy_kev, dwba, delta, beta, xp):
+    """Per pixel: the validity mask, Q_par = (Q_x, Q_y) of Q = k_i - k_f, and the DWBA terms'
+    vertical components Qz_t (T, P) and coefficients (1, r_i, r_f, r_i r_f) (T, P)."""
     geo = scattering_geometry(grid, alpha_i_deg, energy_kev, xp)
-    rdtype = xp.float32 if precision == "single" else xp.float64
-
     valid = xp.reshape(geo.valid, (-1,))
     k = geo.k_nm
     # Q = k_i - k_f = -q; zero the invalid pixels so that nothing there is NaN
@@ -562,22 +629,123 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
     else:
         qz_terms = (-k * (s_i + s_f))[None, :]
         coef = xp.ones((1, qx.size), dtype=xp.complex128)
-    qmag = xp.sqrt(qx[None, :] ** 2 + qy[None, :] ** 2 + qz_terms**2)
-    # orientation-independent part: coefficient, sphere form factor and the centre height z = R
-    pref = coef * sphere_form_factor(qmag, radius_nm) * xp.exp(1j * qz_terms * radius_nm)
-    pref_re, pref_im = _backend.astype(xp.real(pref), rdtype), _backend.astype(xp.imag(pref), rdtype)
-    qpar = _backend.astype(xp.stack([qx, qy]), rdtype)
-    qz_terms = _backend.astype(qz_terms, rdtype)
-    cell, basis = cell_vectors_nm(class_name, lattice_nm)
+    return valid, qx, qy, qz_terms, coef
 
-    n_terms, n_pix = qz_terms.shape
-    per_orient = 3 * n_terms * n_pix
-    step = max(1, int(chunk_elements) // per_orient)
+
+def _check_sim_args(precision, chunk_elements):
+    if precision not in ("single", "double"):
+        raise ValueError(f"precision={precision!r} must be 'single' or 'double'")
+    if int(chunk_elements) != chunk_elements or chunk_elements < 1:
+        raise ValueError(f"chunk_elements={chunk_elements!r} must be a positive integer")
+
+
+def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i_deg: float, grid,
+             n_orient: int = 60, *, rng=None, angles_deg=None, dwba: bool = True, substrate="Si",
+             energy_kev: float = ENERGY_10KEV, xp=None, chunk_elements: int = 32_768,
+             precision: str = "single", outline="box"):
+    """GISAXS image (float32, shape grid.shape, intensity in nm^6) of one finite mesocrystal.
+
+    class_name: one of CLASS_NAMES. lattice_nm: cube edge a (cubic) or in-plane nearest-neighbour
+    distance d (HCP). radius_nm: sphere radius (spheres may not overlap). reps: cells per surface
+    cell vector (``cell_vectors_nm``), an int or (N1, N2, N3); N3 counts cells along the normal.
+    outline: "box" (N1 x N2 cells in the plane) or ("hexagon", R_nm) (a hexagonal prism; N1, N2
+    unused). alpha_i_deg: incidence angle. grid: QGrid, DetectorGrid or AngleGrid.
+    Orientations: angles_deg if given, else n_orient angles drawn uniformly in the class's
+    symmetry range from rng (a numpy Generator), else n_orient evenly spaced ones.
+    dwba=False gives the Born image ``|F|^2 |S|^2`` (no substrate); dwba=True the four-term DWBA with
+    the substrate (a name in SUBSTRATES_10KEV or a (delta, beta) pair at energy_kev).
+    precision="single" (float32 sums over orientations) or "double". chunk_elements: orientations
+    are processed a few at a time, chunk_elements // n_pixels per pass; small chunks keep the
+    working arrays in the CPU cache (``make bench`` measures the effect).
+
+    The surface cell has a_3 along z, so the crystallite is a stack of identical in-plane
+    outlines and the amplitude factorises (``Q_par`` rotates with the grain, ``Q_z`` does not)::
+
+        A = S_par(Q_par) * sum_g B_g(Q_par) W_g,   W_g = sum_t c_t F_t e^{i Qz_t (R + z_g)} G_N3(Qz_t a_3)
+
+    with S_par the sum over the outline's cells, B_g the in-plane phases of the basis points at
+    height z_g, and c_t F_t the DWBA coefficient and sphere form factor of term t. W_g is computed
+    once per image; per orientation only the in-plane sums remain.
+    """
+    _check_class(class_name)
+    lattice_nm = _check_positive("lattice_nm", lattice_nm, 1e5)
+    radius_nm = _check_positive("radius_nm", radius_nm, 1e4)
+    reps = _check_reps(reps)
+    nn = nearest_neighbour_nm(class_name, lattice_nm)
+    if radius_nm > nn / 2 * (1 + 1e-9):
+        raise ValueError(f"radius_nm={radius_nm!r} must lie in (0, {nn / 2:g}] for {class_name} with "
+                         f"lattice_nm={lattice_nm:g} (touching spheres at nearest-neighbour distance {nn:g} nm)")
+    _check_sim_args(precision, chunk_elements)
+    delta, beta = _substrate(substrate)
+    phis = np.radians(_angles_deg(class_name, n_orient, rng, angles_deg))
+    cell, basis = cell_vectors_nm(class_name, lattice_nm)
+    kind, _ = _check_outline(outline)
+    rows = (reps[0], reps[1]) if kind == "box" else outline_rows(cell, reps, outline)
+    xp = array_module() if xp is None else xp
+    rdtype = xp.float32 if precision == "single" else xp.float64
+    valid, qx, qy, qz_terms, coef = _pixel_terms(grid, alpha_i_deg, energy_kev, dwba, delta, beta, xp)
+    # orientation-independent part: sphere form factor, centre height z = R and the vertical
+    # lattice sum, h_t = F(|Q_t|) e^{i Qz_t R} G_N3(Qz_t a_3), for each basis height z_g times
+    # e^{i Qz_t z_g}; with the DWBA, terms 3 and 2 have the Qz of terms 0 and 1 negated, so their
+    # h is the complex conjugate (F depends on |Q| only) and only two terms are computed
+    uniq = qz_terms[:2, ...] if dwba else qz_terms
+    qmag = xp.sqrt(qx[None, :] ** 2 + qy[None, :] ** 2 + uniq**2)
+    x3 = uniq * float(cell[2, 2])
+    y3 = _reduce_2pi(x3, xp)
+    base = (sphere_form_factor(qmag, radius_nm) * _dirichlet_reduced(y3, reps[2], xp)
+            * xp.exp(1j * (uniq * radius_nm + (0.5 * (reps[2] - 1)) * y3)))
+    heights = np.unique(np.round(basis[:, 2], 9))
+    groups = [basis[np.abs(basis[:, 2] - z) < 1e-9][:, :2] for z in heights]
+    w = []
+    for z in heights:
+        h = base * xp.exp(1j * float(z) * x3) if z else base
+        if dwba:
+            w.append(coef[0, ...] * h[0, ...] + coef[1, ...] * h[1, ...]
+                     + coef[2, ...] * xp.conj(h[1, ...]) + coef[3, ...] * xp.conj(h[0, ...]))
+        else:
+            w.append(coef[0, ...] * h[0, ...])
+    w = xp.stack(w)
+    w_re, w_im = _backend.astype(xp.real(w), rdtype), _backend.astype(xp.imag(w), rdtype)
+    qpar = _backend.astype(xp.stack([qx, qy]), rdtype)
+
+    n_pix = qx.size
+    step = max(1, int(chunk_elements) // n_pix)
     total = xp.zeros(n_pix, dtype=xp.float64)
     for start in range(0, phis.size, step):
-        total += _orientation_chunk(qpar, qz_terms, pref_re, pref_im, cell, basis, reps,
-                                    phis[start:start + step], xp, rdtype)
+        total += _inplane_chunk(qpar, w_re, w_im, cell, groups, rows, phis[start:start + step], xp, rdtype)
     image = xp.where(valid, total / phis.size, 0.0)
+    return _backend.astype(xp.reshape(image, grid.shape), xp.float32)
+
+
+def simulate_positions(positions_nm, radius_nm: float, alpha_i_deg: float, grid, angles_deg, *,
+                       dwba: bool = True, substrate="Si", energy_kev: float = ENERGY_10KEV, xp=None):
+    """GISAXS image (float32, nm^6) of spheres at explicit positions (n, 3) in nm (centre heights
+    above the sphere's own radius: z = 0 is a sphere resting on the substrate), averaged over the
+    azimuthal rotations angles_deg (degrees) about z. Any arrangement (a crystallite of any shape,
+    a cluster, a defect); the cost grows with the number of spheres, so keep it to a few thousand.
+    """
+    pts = np.asarray(positions_nm, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] < 1 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"positions_nm must be a finite (n, 3) array in nm; got shape {pts.shape}")
+    radius_nm = _check_positive("radius_nm", radius_nm, 1e4)
+    angles = _angles_deg("SC[100]", 1, None, angles_deg)
+    delta, beta = _substrate(substrate)
+    xp = array_module() if xp is None else xp
+    valid, qx, qy, qz_terms, coef = _pixel_terms(grid, alpha_i_deg, energy_kev, dwba, delta, beta, xp)
+    qmag = xp.sqrt(qx[None, :] ** 2 + qy[None, :] ** 2 + qz_terms**2)
+    pref = coef * sphere_form_factor(qmag, radius_nm) * xp.exp(1j * qz_terms * radius_nm)
+    total = xp.zeros(qx.size, dtype=xp.float64)
+    for phi in np.radians(angles):
+        c, s = math.cos(phi), math.sin(phi)
+        px = xp.asarray(c * pts[:, 0] - s * pts[:, 1])
+        py = xp.asarray(s * pts[:, 0] + c * pts[:, 1])
+        pz = xp.asarray(pts[:, 2])
+        inplane = xp.exp(1j * (qx[:, None] * px[None, :] + qy[:, None] * py[None, :]))  # (P, n)
+        amp = 0
+        for t in range(qz_terms.shape[0]):
+            amp = amp + pref[t] * xp.sum(inplane * xp.exp(1j * qz_terms[t][:, None] * pz[None, :]), axis=1)
+        total += xp.real(amp * xp.conj(amp))
+    image = xp.where(valid, total / angles.size, 0.0)
     return _backend.astype(xp.reshape(image, grid.shape), xp.float32)
 
 

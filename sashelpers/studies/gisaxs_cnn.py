@@ -42,6 +42,7 @@ DATASET_DEFAULTS = {
     "lattice_nm": (10.0, 30.0),  # cube edge a (cubic) or in-plane nearest-neighbour distance d (HCP)
     "radius_fraction": (0.25, 0.45),  # sphere radius / nearest-neighbour distance (< 0.5: no overlap)
     "reps": (2, 20),  # cells along each in-plane lattice vector, drawn uniformly, then capped
+    "hexagon_fraction": 0.5,  # share of crystallites cut as hexagonal prisms (the rest: boxes), every class
     "reps_z": (2, 10),  # cells along the third lattice vector, drawn uniformly, then capped
     "alpha_i_deg": (0.1, 0.3),  # incidence angle, around alpha_c(Si) = 0.179 deg
     "min_peak_px": 2.0,  # cap N so that a Laue peak's FWHM spans >= this many simulated pixels
@@ -88,6 +89,7 @@ def dataset_config(**overrides) -> dict:
     for key in ("qy_range_nm", "qz_range_nm"):
         if cfg[key][0] == cfg[key][1]:
             raise ValueError(f"{key}={cfg[key]!r} must have low < high")
+    cfg["hexagon_fraction"] = checks.number("hexagon_fraction", cfg["hexagon_fraction"], 0.0, 1.0)
     if not (0 < float(cfg["min_peak_px"]) <= 100):
         raise ValueError(f"min_peak_px={cfg['min_peak_px']!r} must lie in (0, 100] pixels")
     if not (0 < float(cfg["decades"]) <= 30):
@@ -101,7 +103,9 @@ def sample_parameters(class_name: str, config: dict, rng) -> dict:
     """Draw one image's physical parameters for ``class_name`` from the config's ranges.
 
     Returns lattice_nm, radius_nm, reps (N1, N2, N3, capped by ``reps_cap`` on the simulated grid),
-    alpha_i_deg and the orientation angles (degrees).
+    alpha_i_deg, the orientation angles (degrees) and the outline: with probability
+    ``hexagon_fraction`` a hexagonal prism of circumradius N1 |a_1| / 2 (as wide, corner to corner,
+    as the box of N1 cells it replaces), else the box. Every class draws from the same family.
     """
     gisaxs._check_class(class_name)
     a = float(rng.uniform(*config["lattice_nm"]))
@@ -116,7 +120,12 @@ def sample_parameters(class_name: str, config: dict, rng) -> dict:
              (config["qz_range_nm"][1] - config["qz_range_nm"][0]) / n_sim)
     cap = gisaxs.reps_cap(class_name, a, dq, config["min_peak_px"])
     reps = tuple(min(n, c) for n, c in zip((n_par, n_par, n_z), cap))
-    return {"lattice_nm": a, "radius_nm": radius, "reps": reps, "alpha_i_deg": alpha, "angles_deg": angles}
+    outline = "box"
+    if float(config.get("hexagon_fraction", 0.0)) > 0 and rng.uniform() < config["hexagon_fraction"]:
+        cell, _ = gisaxs.cell_vectors_nm(class_name, a)
+        outline = ("hexagon", 0.5 * min(reps[0], reps[1]) * float(np.linalg.norm(cell[0])))
+    return {"lattice_nm": a, "radius_nm": radius, "reps": reps, "alpha_i_deg": alpha, "angles_deg": angles,
+            "outline": outline}
 
 
 def render(class_name: str, params: dict, config: dict, *, normalise: bool = True):
@@ -124,7 +133,8 @@ def render(class_name: str, params: dict, config: dict, *, normalise: bool = Tru
     and (by default) log-normalise. float32 (image_size, image_size), q_z increasing along axis 0."""
     grid = gisaxs.pixel_grid(config["image_size"], config["qy_range_nm"], config["qz_range_nm"], config["supersample"])
     img = gisaxs.simulate(class_name, params["lattice_nm"], params["radius_nm"], params["reps"], params["alpha_i_deg"],
-                   grid, angles_deg=params["angles_deg"], substrate=config["substrate"], xp=np)
+                          grid, angles_deg=params["angles_deg"], substrate=config["substrate"], xp=np,
+                          outline=params.get("outline", "box"))
     img = gisaxs.area_average(np.asarray(img, dtype=np.float64), config["supersample"])
     return gisaxs.log_normalise(img, config["decades"]) if normalise else img.astype(np.float32)
 
@@ -140,7 +150,8 @@ def dataset_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
     config = dataset_config(**config)
     if not (0 <= start < stop):
         raise ValueError(f"start={start!r}, stop={stop!r} must satisfy 0 <= start < stop")
-    out = {"images": [], "labels": [], "lattice_nm": [], "radius_nm": [], "reps": [], "alpha_i_deg": []}
+    out = {"images": [], "labels": [], "lattice_nm": [], "radius_nm": [], "reps": [], "alpha_i_deg": [],
+           "hexagon_radius_nm": []}
     for i in range(int(start), int(stop)):
         label = i % len(gisaxs.CLASS_NAMES)
         name = gisaxs.CLASS_NAMES[label]
@@ -149,6 +160,7 @@ def dataset_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
         out["labels"].append(label)
         for key in ("lattice_nm", "radius_nm", "reps", "alpha_i_deg"):
             out[key].append(params[key])
+        out["hexagon_radius_nm"].append(0.0 if params["outline"] == "box" else params["outline"][1])
     return {
         "images": np.stack(out["images"]).astype(np.float32),
         "labels": np.asarray(out["labels"], dtype=np.int64),
@@ -156,6 +168,7 @@ def dataset_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
         "radius_nm": np.asarray(out["radius_nm"], dtype=np.float32),
         "reps": np.asarray(out["reps"], dtype=np.int32),
         "alpha_i_deg": np.asarray(out["alpha_i_deg"], dtype=np.float32),
+        "hexagon_radius_nm": np.asarray(out["hexagon_radius_nm"], dtype=np.float32),  # 0: a box
     }
 
 DATA_KEYS = ("image_size", "supersample", "n_orient")
