@@ -11,7 +11,7 @@ from sashelpers.core import profiles
 def test_profile_entries_are_complete():
     keys = {"image_size", "supersample", "n_orient", "n_train", "n_test", "chunk_size", "seed", "net", "width",
             "hidden", "dropout", "epochs", "batch_size", "lr", "patience", "bar_accuracy",
-            "aug_epochs", "aug_copies", "per_condition", "per_condition_epochs", "n_reps1_per_class",
+            "aug_epochs", "per_condition", "per_condition_epochs", "n_reps1_per_class",
             "bar_augmented_worst", "bar_augmented_mean"}
     for name in profiles.PROFILES:
         sizes = study.profile_sizes(name)
@@ -37,7 +37,7 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SASHELPERS_CACHE", str(tmp_path))
     tiny = {"image_size": 16, "supersample": 1, "n_orient": 4, "n_train": 70, "n_test": 14, "chunk_size": 35,
             "seed": 0, "net": "small", "width": 4, "hidden": 8, "dropout": 0.0, "epochs": 2, "batch_size": 32,
-            "lr": 1e-3, "patience": 2, "bar_accuracy": 0.5, "aug_epochs": 1, "aug_copies": 2,
+            "lr": 1e-3, "patience": 2, "bar_accuracy": 0.5, "aug_epochs": 1,
             "per_condition": ["gauss_0.5"]}
     monkeypatch.setitem(study.SIZES, "quick", tiny)
     run = study.run_clean("quick", workers=1, progress=False)
@@ -55,7 +55,7 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
     assert all(0 <= v <= 1 for v in noisy.augmented_model_on.values())
     assert set(noisy.per_condition) == {"clean", "gauss_0.5"}
     n_fit = 70 - max(7, 70 // 10)
-    assert noisy.train_conditions.shape == (2 * n_fit,) and noisy.augmented_history.train_loss
+    assert noisy.train_conditions.shape == (n_fit,) and noisy.augmented_history.train_loss
     assert noisy.augmented_worst[1] == min(noisy.augmented_model_on.values())
 
 

@@ -8,7 +8,7 @@ from sashelpers.learn import nets
 from sashelpers.learn.training import TrainConfig, fit
 
 
-@pytest.mark.parametrize("cls", [nets.AlexNetCNN, nets.SmallCNN])
+@pytest.mark.parametrize("cls", [nets.AlexNetCNN, nets.SmallCNN, nets.ResNetCNN])
 @pytest.mark.parametrize("size", [16, 32, 48, 64, 125])
 def test_shapes(cls, size):
     m = cls(size, 7).eval()
@@ -38,7 +38,7 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("name", ["alexnet", "small"])
+@pytest.mark.parametrize("name", ["alexnet", "small", "resnet"])
 def test_overfits_a_tiny_batch(name, one_thread):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -68,4 +68,31 @@ def test_constructor_validation(kwargs, word):
     with pytest.raises(ValueError, match=word):
         nets.AlexNetCNN(**{"image_size": 16, **kwargs})
     with pytest.raises(ValueError, match="name"):
-        nets.build("resnet")
+        nets.build("vgg")
+
+
+def test_input_transforms_known_values():
+    decades = 6.0
+    lin = torch.tensor([[[1.0, 1e-3, 1e-5, 0.0]]])  # 1e-6 and below are stored as 0
+    x = torch.where(lin > 0, 1 + torch.log10(lin.clamp_min(1e-30)) / decades, torch.zeros_like(lin))
+    torch.testing.assert_close(nets.InputTransform("log")(x), x)
+    torch.testing.assert_close(nets.InputTransform("sqrt")(x), lin.sqrt(), rtol=1e-5, atol=1e-7)
+    a = nets.InputTransform("asinh", asinh_scale=1e-3)(x)
+    want = torch.asinh(lin / 1e-3) / torch.asinh(torch.tensor(1e3))
+    torch.testing.assert_close(a, want, rtol=1e-5, atol=1e-7)
+    assert a[0, 0, 0] == pytest.approx(1.0) and a[0, 0, 3] == 0.0
+    # log_floor: on white noise of sigma 1e-2 of the peak, the 6-decade log lifts the background to
+    # ~0.6 of the scale; the floor at 3 sigma of the noise keeps it near 0
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    clean = np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / 20.0)
+    noisy = np.clip(clean + rng.normal(0, 1e-2, clean.shape), 0, None)
+    enc = torch.tensor(np.clip(1 + np.log10(np.maximum(noisy / noisy.max(), 1e-30)) / 6, 0, 1),
+                       dtype=torch.float32)[None]
+    out = nets.InputTransform("log_floor")(enc)
+    background = torch.tensor(clean < 1e-3)
+    assert float(out.max()) == pytest.approx(1.0)
+    assert float(out[0][background].mean()) < 0.02 and float(enc[0][background].mean()) > 0.2
+    with pytest.raises(ValueError, match="input_transform"):
+        nets.ResNetCNN(16, input_transform="log10")
+    assert nets.ResNetCNN(16, input_transform="asinh").config["input_transform"] == "asinh"

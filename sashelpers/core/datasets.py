@@ -45,7 +45,13 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def _generator_id(generator: Generator) -> str:
-    return f"{generator.__module__}.{generator.__qualname__}"
+    module = generator.__module__
+    if module == "__main__":  # run as ``python -m package.module``: the same id as when imported
+        import sys
+
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}.{generator.__qualname__}"
 
 
 def cache_key(generator: Generator, config: dict, seed: int, n: int, chunk_size: int) -> str:

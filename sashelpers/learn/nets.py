@@ -6,17 +6,57 @@
   4 px, then two fully connected hidden layers with dropout and a linear output.
   ``features(x)`` returns the last hidden layer (for a PCA as in the paper).
 * ``SmallCNN``: two conv stages and one hidden layer, a fast baseline.
+* ``ResNetCNN``: residual blocks with batch normalisation and global average pooling (He et al.
+  2016): few parameters, no large fully connected layers, trains stably at high learning rates.
 
-Both take (B, H, W) or (B, C, H, W) float tensors of the size they were built for and return
+All take (B, H, W) or (B, C, H, W) float tensors of the size they were built for and return
 logits (B, n_classes); train with ``torch.nn.functional.cross_entropy``.
+
+Inputs are log-normalised images, x = 1 + log10(I / I_max) / decades clipped to [0, 1] (the way
+the GISAXS images are stored). ``InputTransform`` (built into every net, ``input_transform=``)
+re-encodes them inside the network: "log" keeps x; "asinh" is asinh(I / (s I_max)) / asinh(1/s)
+(linear below s of the peak, logarithmic above, so faint background noise stays near 0);
+"sqrt" is sqrt(I / I_max); "log_floor" is a log whose floor is set per image from its own noise
+level (3 robust standard deviations of the pixel-to-pixel differences, at least 10^-decades).
 """
 
 from __future__ import annotations
 
-
 import torch
-from ..core import checks
 from torch import nn
+
+from ..core import checks
+
+
+TRANSFORMS = ("log", "asinh", "sqrt", "log_floor")
+
+
+class InputTransform(nn.Module):
+    """Log-normalised images -> the network's input representation (see the module docstring)."""
+
+    def __init__(self, kind: str = "log", *, decades: float = 6.0, asinh_scale: float = 1e-3):
+        super().__init__()
+        self.kind = checks.one_of("input_transform", kind, TRANSFORMS)
+        self.decades = checks.positive("decades", decades, 30.0)
+        self.asinh_scale = checks.positive("asinh_scale", asinh_scale, 1.0)
+
+    def forward(self, x):
+        if self.kind == "log":
+            return x
+        lin = torch.where(x > 0, torch.pow(10.0, self.decades * (x - 1.0)), torch.zeros_like(x))
+        if self.kind == "sqrt":
+            return torch.sqrt(lin)
+        if self.kind == "asinh":
+            s = self.asinh_scale
+            return torch.asinh(lin / s) / float(torch.asinh(torch.tensor(1.0 / s)))
+        # log_floor: noise sigma from the median absolute pixel-to-pixel difference (robust to peaks)
+        diff = (lin[..., :, 1:] - lin[..., :, :-1]).abs().flatten(start_dim=-2)
+        sigma = diff.median(dim=-1).values / (0.6745 * 2**0.5)
+        floor = torch.clamp(3.0 * sigma, min=10.0 ** -self.decades, max=0.1)[..., None, None]
+        return (torch.log10(torch.maximum(lin, floor)) - torch.log10(floor)) / (-torch.log10(floor))
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
 
 
 class _ImageNet(nn.Module):
@@ -25,9 +65,11 @@ class _ImageNet(nn.Module):
     image_size: int
     in_channels: int
 
-    def _setup(self, image_size, n_classes, in_channels, width, hidden, dropout) -> tuple[int, int, float]:
+    def _setup(self, image_size, n_classes, in_channels, width, hidden, dropout,
+               input_transform: str = "log") -> tuple[int, int, float]:
         """Validate the shared constructor arguments and record them; return (width, hidden, dropout)."""
         super().__init__()
+        self.input_transform = InputTransform(input_transform)
         self.image_size = checks.integer("image_size", image_size, 8, 1024)
         self.n_classes = checks.integer("n_classes", n_classes, 2, 10_000)
         self.in_channels = checks.integer("in_channels", in_channels, 1, 64)
@@ -35,12 +77,12 @@ class _ImageNet(nn.Module):
         hidden = checks.integer("hidden", hidden, 1, 65_536)
         dropout = checks.number("dropout", dropout, 0.0, 1.0, hi_open=True)
         self.config = {"image_size": self.image_size, "n_classes": self.n_classes, "in_channels": self.in_channels,
-                       "width": width, "hidden": hidden, "dropout": dropout}
+                       "width": width, "hidden": hidden, "dropout": dropout, "input_transform": input_transform}
         return width, hidden, dropout
 
     def features(self, x) -> torch.Tensor:
         """The last hidden layer (batch, hidden): the input of the final linear layer."""
-        return self.hidden(self.conv(self._prepare(x)))
+        return self.hidden(self.conv(self.input_transform(self._prepare(x))))
 
     def _prepare(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -73,8 +115,9 @@ class AlexNetCNN(_ImageNet):
     """
 
     def __init__(self, image_size: int = 64, n_classes: int = 7, *, in_channels: int = 1, width: int = 32,
-                 hidden: int = 256, dropout: float = 0.5):
-        width, hidden, dropout = self._setup(image_size, n_classes, in_channels, width, hidden, dropout)
+                 hidden: int = 256, dropout: float = 0.5, input_transform: str = "log"):
+        width, hidden, dropout = self._setup(image_size, n_classes, in_channels, width, hidden, dropout,
+                                             input_transform)
         w1, w2, w3 = width, 2 * width, 4 * width
         size = self.image_size
         layers: list[nn.Module] = []
@@ -105,8 +148,9 @@ class SmallCNN(_ImageNet):
     FC(hidden)-ReLU (= ``features``), dropout, FC(n_classes)."""
 
     def __init__(self, image_size: int = 64, n_classes: int = 7, *, in_channels: int = 1, width: int = 16,
-                 hidden: int = 64, dropout: float = 0.25):
-        width, hidden, dropout = self._setup(image_size, n_classes, in_channels, width, hidden, dropout)
+                 hidden: int = 64, dropout: float = 0.25, input_transform: str = "log"):
+        width, hidden, dropout = self._setup(image_size, n_classes, in_channels, width, hidden, dropout,
+                                             input_transform)
         out = min(4, self.image_size // 4)
         self.conv = nn.Sequential(
             nn.Conv2d(self.in_channels, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -116,9 +160,46 @@ class SmallCNN(_ImageNet):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.n_classes))
 
 
+class _Residual(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus the input (a 1x1 conv-BN where stride or width change), ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class ResNetCNN(_ImageNet):
+    """A small residual network: a conv3x3(width)-BN-ReLU stem, then stages of two residual
+    blocks at width, 2 width, 4 width (each later stage halves the map), global average pooling,
+    FC(hidden)-ReLU (= ``features``), dropout, FC(n_classes)."""
+
+    def __init__(self, image_size: int = 64, n_classes: int = 7, *, in_channels: int = 1, width: int = 16,
+                 hidden: int = 128, dropout: float = 0.2, input_transform: str = "log"):
+        width, hidden, dropout = self._setup(image_size, n_classes, in_channels, width, hidden, dropout,
+                                             input_transform)
+        stem_stride = 2 if self.image_size >= 64 else 1
+        layers: list[nn.Module] = [nn.Conv2d(self.in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
+                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        c = width
+        for k, c_out in enumerate((width, 2 * width, 4 * width)):
+            layers += [_Residual(c, c_out, 1 if k == 0 else 2), _Residual(c_out, c_out, 1)]
+            c = c_out
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        self.conv = nn.Sequential(*layers)
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(inplace=True))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.n_classes))
+
+
 def build(name: str, **kwargs) -> nn.Module:
-    """A network by name: 'alexnet' or 'small'."""
-    nets = {"alexnet": AlexNetCNN, "small": SmallCNN}
+    """A network by name: 'alexnet', 'resnet' or 'small'."""
+    nets = {"alexnet": AlexNetCNN, "resnet": ResNetCNN, "small": SmallCNN}
     if name not in nets:
         raise ValueError(f"name={name!r} is not a network; allowed: {', '.join(nets)}")
     return nets[name](**kwargs)
@@ -146,4 +227,4 @@ def predict(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
     return torch.softmax(logits(model, x, batch_size), dim=1)
 
 
-__all__ = ["AlexNetCNN", "SmallCNN", "build", "classification_loss", "logits", "predict"]
+__all__ = ["AlexNetCNN", "InputTransform", "ResNetCNN", "SmallCNN", "TRANSFORMS", "build", "classification_loss", "logits", "predict"]

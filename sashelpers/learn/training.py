@@ -35,6 +35,7 @@ class TrainConfig:
     scheduler_factor: float = 0.5
     min_lr: float = 1e-6
     grad_clip: float | None = None
+    schedule: str = "plateau"  # "plateau": lr * factor when validation stalls; "onecycle": warm-up, cosine decay
     seed: int = 0
     progress: bool = True
 
@@ -47,6 +48,8 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr!r} must be > 0")
         if not 0 < self.scheduler_factor < 1:
             raise ValueError(f"scheduler_factor={self.scheduler_factor!r} must lie in (0, 1)")
+        if self.schedule not in ("plateau", "onecycle"):
+            raise ValueError(f"schedule={self.schedule!r} must be 'plateau' or 'onecycle'")
 
 
 @dataclass
@@ -109,12 +112,29 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def fit(model: torch.nn.Module, loss_fn: Callable, train, val, config: TrainConfig | None = None, *,
-        device=None, checkpoint: str | Path | None = None) -> History:
+        device=None, checkpoint: str | Path | None = None, epoch_data: Callable | None = None) -> History:
     """Train ``model`` in place; return the history. The best-validation weights are restored.
 
-    loss_fn(model, batch) -> scalar tensor, batch being a tuple of tensors on the device.
-    train, val: tuples of equally long arrays or tensors (e.g. (x, y)).
-    checkpoint: file for a per-epoch checkpoint; if it exists, training resumes from it.
+    Parameters
+    ----------
+    model : torch.nn.Module
+    loss_fn : callable
+        loss_fn(model, batch) -> scalar tensor, batch being a tuple of tensors on the device.
+    train, val : tuple of arrays or tensors
+        Equally long arrays (e.g. (x, y)); ``val`` stays fixed.
+    config : TrainConfig, optional
+        Epochs, batch size, learning rate and its schedule, early stopping, seed.
+    checkpoint : path, optional
+        File for a per-epoch checkpoint; if it exists, training resumes from it.
+    epoch_data : callable, optional
+        epoch_data(epoch) -> the training tuple for that epoch (same lengths and dtypes as
+        ``train``), e.g. fresh noise drawn on the clean images every epoch. Make it a function
+        of the epoch number (seeded by it), so that a resumed run sees the same data.
+
+    Returns
+    -------
+    History
+        Losses and learning rate per epoch, the best epoch, seconds, whether it stopped early.
     """
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else torch_device()
@@ -124,8 +144,12 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train, val, config: TrainConf
     if len(train_t[0]) == 0 or len(val_t[0]) == 0:
         raise ValueError("train and val must both hold at least one sample")
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.scheduler_factor,
-                                                       patience=config.scheduler_patience, min_lr=config.min_lr)
+    if config.schedule == "onecycle":
+        steps = -(-len(train_t[0]) // config.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps)
+    else:
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.scheduler_factor,
+                                                           patience=config.scheduler_patience, min_lr=config.min_lr)
     gen = torch.Generator().manual_seed(config.seed)
     hist, best_state, start = History(), copy.deepcopy(model.state_dict()), 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -143,6 +167,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train, val, config: TrainConf
     bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", disable=not config.progress,
                initial=start, total=config.epochs)
     for epoch in bar:
+        if epoch_data is not None:
+            train_t = as_tensors(epoch_data(epoch), device)
         model.train()
         total, count = 0.0, 0
         for batch in _batches(train_t, config.batch_size, gen):
@@ -154,10 +180,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train, val, config: TrainConf
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
+            if config.schedule == "onecycle":
+                sched.step()
             total += float(loss.detach()) * len(batch[0])
             count += len(batch[0])
         val_loss = evaluate(model, loss_fn, val_t)
-        sched.step(val_loss)
+        if config.schedule == "plateau":
+            sched.step(val_loss)
         hist.train_loss.append(total / count)
         hist.val_loss.append(val_loss)
         hist.lr.append(opt.param_groups[0]["lr"])

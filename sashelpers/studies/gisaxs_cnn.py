@@ -218,7 +218,15 @@ def build_model(sizes: dict) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(sizes["seed"]))
         return nets.build(sizes["net"], image_size=sizes["image_size"], n_classes=len(gisaxs.CLASS_NAMES),
-                          width=sizes["width"], hidden=sizes["hidden"], dropout=sizes["dropout"])
+                          width=sizes["width"], hidden=sizes["hidden"], dropout=sizes["dropout"],
+                          input_transform=sizes.get("input_transform", "log"))
+
+
+def train_config(sizes: dict, *, epochs: int | None = None, progress: bool = True) -> TrainConfig:
+    """The profile's TrainConfig (epochs, batch size, learning rate and schedule, patience, seed)."""
+    return TrainConfig(epochs=int(epochs or sizes["epochs"]), batch_size=sizes["batch_size"], lr=sizes["lr"],
+                       patience=sizes["patience"], seed=sizes["seed"], progress=progress,
+                       schedule=sizes.get("schedule", "plateau"))
 
 
 def confusion_matrix(labels, predicted, n_classes: int = 7) -> np.ndarray:
@@ -281,8 +289,7 @@ def run_clean(profile: str | None = None, *, workers: int | None = None, progres
     n_val = max(len(gisaxs.CLASS_NAMES), len(x) // 10)
     train, val = (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
     model = build_model(sizes)
-    config = TrainConfig(epochs=sizes["epochs"], batch_size=sizes["batch_size"], lr=sizes["lr"],
-                         patience=sizes["patience"], seed=sizes["seed"], progress=progress)
+    config = train_config(sizes, progress=progress)
     t0 = time.perf_counter()
     with torch_threads(threads):
         history = fit(model, nets.classification_loss, train, val, config, device=device)
@@ -309,7 +316,7 @@ POISSON_COUNTS = 1e4  # photons in the brightest pixel of a "poisson" image
 #: Profile sizes. image_size^2 images simulated on a supersample^2 finer grid with n_orient
 #: grains; n_train (last 10 % validation) and n_test images, balanced over the classes; the bar is
 #: on the clean test accuracy (chance is 1/7). Noise study: the noise-augmented model is fine-tuned
-#: from the clean one for aug_epochs on aug_copies noisy copies of the training set;
+#: from the clean one for aug_epochs, every epoch on fresh noise (one random condition per image);
 #: per_condition lists the conditions that get a model of their own (the paper's Tables II/III),
 #: the augmented model fine-tuned on that condition for per_condition_epochs (None: trained from
 #: scratch, as the paper); n_reps1_per_class: images per class of the single-cell (N = 1) set of
@@ -319,17 +326,17 @@ SIZES = {
     "quick": {"image_size": 32, "supersample": 2, "n_orient": 30, "n_train": 1400, "n_test": 350,
               "chunk_size": 50, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
               "epochs": 30, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.5,
-              "aug_epochs": 20, "aug_copies": 2, "per_condition": ["gauss_1.0", "res_50"], "per_condition_epochs": 2,
+              "aug_epochs": 20, "per_condition": ["gauss_1.0", "res_50"], "per_condition_epochs": 2,
               "n_reps1_per_class": 5, "bar_augmented_worst": None, "bar_augmented_mean": 0.45},
-    "standard": {"image_size": 64, "supersample": 2, "n_orient": 30, "n_train": 2100, "n_test": 700,
-                 "chunk_size": 70, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
+    "standard": {"image_size": 64, "supersample": 2, "n_orient": 30, "n_train": 21000, "n_test": 3500,
+                 "chunk_size": 350, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
                  "epochs": 40, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.75,
-                 "aug_epochs": 20, "aug_copies": 2, "per_condition": list(CONDITIONS[1:]), "per_condition_epochs": 2,
+                 "aug_epochs": 20, "per_condition": list(CONDITIONS[1:]), "per_condition_epochs": 2,
                  "n_reps1_per_class": 20, "bar_augmented_worst": 0.30, "bar_augmented_mean": 0.65},
     "paper": {"image_size": 125, "supersample": 1, "n_orient": 60, "n_train": 21000, "n_test": 3500,
               "chunk_size": 250, "seed": 3, "net": "alexnet", "width": 32, "hidden": 256, "dropout": 0.5,
               "epochs": 100, "batch_size": 128, "lr": 1e-3, "patience": 12, "bar_accuracy": 0.95,
-              "aug_epochs": 50, "aug_copies": 2, "per_condition": list(CONDITIONS[1:]), "per_condition_epochs": None,
+              "aug_epochs": 50, "per_condition": list(CONDITIONS[1:]), "per_condition_epochs": None,
               "n_reps1_per_class": 100,
               "bar_augmented_worst": 0.95, "bar_augmented_mean": 0.95},
 }
@@ -475,7 +482,7 @@ class NoiseRun:
     augmented_model_on: dict
     augmented_model: torch.nn.Module
     augmented_history: History
-    train_conditions: np.ndarray  # condition index per (copied) training image of the augmented model
+    train_conditions: np.ndarray  # condition index per training image in the augmented model's first epoch
     per_condition: dict = field(default_factory=dict)  # {condition: accuracy} of per-condition models
     timings: dict = field(default_factory=dict)
 
@@ -491,15 +498,32 @@ def _split(x, y):
     return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
 
 
-def _train(sizes: dict, train, val, *, threads, device, progress, epochs: int | None = None, init=None):
+def _train(sizes: dict, train, val, *, threads, device, progress, epochs: int | None = None, init=None,
+           epoch_data=None):
     model = build_model(sizes)
     if init is not None:
         model.load_state_dict(init.state_dict())
-    config = TrainConfig(epochs=epochs or sizes["epochs"], batch_size=sizes["batch_size"], lr=sizes["lr"],
-                         patience=sizes["patience"], seed=sizes["seed"], progress=progress)
+    config = train_config(sizes, epochs=epochs, progress=progress)
     with torch_threads(threads):
-        history = fit(model, nets.classification_loss, train, val, config, device=device)
+        history = fit(model, nets.classification_loss, train, val, config, device=device, epoch_data=epoch_data)
     return model, history
+
+
+def fresh_noise(images, labels, conditions=CONDITIONS, seed: int = 0):
+    """An ``epoch_data`` hook for ``training.fit``: epoch e gets every image under one condition
+    drawn afresh (``random_conditions`` seeded by (seed, e)), so the network never sees the same
+    noise twice and a resumed run sees the same draws."""
+    images, labels = np.asarray(images, dtype=np.float32), np.asarray(labels)
+    last: dict = {}
+
+    def epoch_data(epoch: int):
+        if epoch not in last:  # keep the latest epoch's draw: fit may ask for it twice
+            last.clear()
+            last[epoch] = random_conditions(images, conditions, seed=int(seed) * 100_003 + int(epoch))
+        return last[epoch][0], labels
+
+    epoch_data.conditions = lambda epoch: (epoch_data(epoch), last[epoch][1])[1]
+    return epoch_data
 
 
 def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_condition=None, progress: bool = True,
@@ -508,13 +532,12 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
 
     1. The test set under every condition (``noisy_sets``, seed = profile seed + 100).
     2. ``clean_model_on``: the clean-trained model on each noisy test set.
-    3. One model trained with noise augmentation: the clean model's training images, repeated
-       ``aug_copies`` times, each copy of each image under one condition drawn uniformly from
-       ``conditions`` (clean included), drawn once before training (``random_conditions``); the
-       validation images once, each under one random condition. Same network, started from the
-       clean model's weights and trained for the profile's ``aug_epochs`` (fine-tuning: cheaper
-       than training from scratch, and it keeps what the clean model learned).
-       ``augmented_model_on``: it on each noisy test set.
+    3. One model trained with noise augmentation: every epoch, each of the clean model's
+       training images under one condition drawn uniformly from ``conditions`` (clean included),
+       drawn afresh every epoch (``fresh_noise``); the validation images once, each under one
+       random condition. Same network, started from the clean model's weights and trained for the
+       profile's ``aug_epochs`` (fine-tuning: cheaper than training from scratch, and it keeps what
+       the clean model learned). ``augmented_model_on``: it on each noisy test set.
     4. per_condition: conditions (default: the profile's ``per_condition`` list) for which a
        separate model is trained on the training set under that condition and tested on it (the
        paper's Tables II/III); clean is always there, from ``clean``. With the profile's
@@ -535,15 +558,13 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
     x, y = data["train"]["images"], data["train"]["labels"]
     (xt_, yt_), (xv, yv) = _split(x, y)
     t0 = time.perf_counter()
-    copies = [random_conditions(xt_, conditions, seed=seed + 200 + k) for k in range(int(sizes.get("aug_copies", 1)))]
-    xa = np.concatenate([c[0] for c in copies])
-    which = np.concatenate([c[1] for c in copies])
-    ya = np.concatenate([yt_] * len(copies))
+    epoch_data = fresh_noise(xt_, yt_, conditions, seed=seed + 200)
     xva, _ = random_conditions(xv, conditions, seed=seed + 199)
     timings["noise_s"] += time.perf_counter() - t0
+    which = epoch_data.conditions(0)
     t0 = time.perf_counter()
-    model, history = _train(sizes, (xa, ya), (xva, yv), threads=threads, device=device, progress=progress,
-                            epochs=sizes.get("aug_epochs"), init=clean.model)
+    model, history = _train(sizes, epoch_data(0), (xva, yv), threads=threads, device=device, progress=progress,
+                            epochs=sizes.get("aug_epochs"), init=clean.model, epoch_data=epoch_data)
     timings["train_augmented_s"] = time.perf_counter() - t0
     timings["epochs_augmented"] = len(history.train_loss)
     aug_on = accuracy_on(model, sets, yt, threads=threads)
@@ -642,3 +663,95 @@ def isolated_sphere_images(config: dict, n: int, seed: int = 0, radius_nm=(2.0, 
             total = total + render("SC[100]", params, config, normalise=False).astype(np.float64)
         out.append(gisaxs.log_normalise(total / len(z), config["decades"]))
     return np.stack(out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Which network and input transform? Measured at equal CPU time (``python -m ... recipes``)
+# --------------------------------------------------------------------------------------------
+
+#: The recipes compared: (net, input transform, schedule, learning rate).
+RECIPES = {
+    "alexnet / log / plateau": ("alexnet", "log", "plateau", 1e-3),
+    "resnet / log / onecycle": ("resnet", "log", "onecycle", 3e-3),
+    "resnet / asinh / onecycle": ("resnet", "asinh", "onecycle", 3e-3),
+    "resnet / sqrt / onecycle": ("resnet", "sqrt", "onecycle", 3e-3),
+    "resnet / log_floor / onecycle": ("resnet", "log_floor", "onecycle", 3e-3),
+}
+
+
+def compare_recipes(data: dict, sizes: dict, *, seconds: float, recipes=None, n_train: int | None = None,
+                    threads: int | None = 1, progress: bool = False) -> dict:
+    """Train each recipe from scratch with fresh noise every epoch (one random condition per
+    image, ``fresh_noise``) for about ``seconds`` of CPU time (the epoch count is set from a
+    timed first epoch), then measure its accuracy on the clean and every noisy test set.
+
+    Returns {recipe: {"epochs", "seconds", "n_parameters", "accuracy": {condition: value},
+    "mean", "worst"}}. ``n_train`` uses the first n_train training images (all by default).
+    """
+    recipes = {k: RECIPES[k] for k in (recipes or RECIPES)}
+    x, y = data["train"]["images"], data["train"]["labels"]
+    if n_train:
+        x, y = x[:int(n_train)], y[:int(n_train)]
+    (xt_, yt_), (xv, yv) = _split(x, y)
+    seed = int(sizes["seed"])
+    xva, _ = random_conditions(xv, CONDITIONS, seed=seed + 199)
+    sets = noisy_sets(data["test"]["images"], CONDITIONS, seed=seed + 100)
+    epoch_data = fresh_noise(xt_, yt_, CONDITIONS, seed=seed + 200)
+    out = {}
+    for name, (net, transform, schedule, lr) in recipes.items():
+        s = {**sizes, "net": net, "input_transform": transform, "schedule": schedule, "lr": lr}
+        t0 = time.process_time()
+        _train(s, epoch_data(0), (xva, yv), threads=threads, device="cpu", progress=progress, epochs=1,
+               epoch_data=epoch_data)
+        per_epoch = time.process_time() - t0
+        epochs = max(1, int(round(seconds / per_epoch)))
+        t0 = time.process_time()
+        s["patience"] = epochs  # a fixed budget: no early stop
+        model, hist = _train(s, epoch_data(0), (xva, yv), threads=threads, device="cpu", progress=progress,
+                             epochs=epochs, epoch_data=epoch_data)
+        acc = accuracy_on(model, sets, data["test"]["labels"], threads=threads)
+        out[name] = {"epochs": epochs, "seconds": time.process_time() - t0, "n_parameters": model.n_parameters(),
+                     "accuracy": acc, "mean": float(np.mean(list(acc.values()))), "worst": min(acc.values())}
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m sashelpers.studies.gisaxs_cnn recipes``: the recipe comparison at a profile's data,
+    written as JSON (default ``book/records/experiments/03_recipes@<profile>.json``)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["recipes"])
+    ap.add_argument("--profile", default="standard")
+    ap.add_argument("--seconds", type=float, default=300.0, help="CPU seconds of training per recipe")
+    ap.add_argument("--n-train", type=int, default=None)
+    ap.add_argument("--recipes", default="", help="comma-separated recipe names (default: all)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    sizes = profile_sizes(args.profile)
+    data = load_data(args.profile)
+    names = [r.strip() for r in args.recipes.split(",") if r.strip()] or None
+    res = compare_recipes(data, sizes, seconds=args.seconds, recipes=names, n_train=args.n_train,
+                          threads=args.threads)
+    out = args.out or datasets.repo_root() / "book" / "records" / "experiments" / f"03_recipes@{args.profile}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from ..core import report
+
+    rec = {"experiment": "03 recipes", "profile": args.profile, "seconds_per_recipe": args.seconds,
+           "n_train": args.n_train or len(data["train"]["labels"]), "threads": args.threads, "results": res,
+           "hardware": report.hardware(), "git_commit": report.git_commit(),
+           "command": "python -m sashelpers.studies.gisaxs_cnn " + " ".join(argv or [])}
+    out.write_text(json.dumps(report._jsonable(rec), indent=1) + "\n")
+    for name, r in res.items():
+        print(f"{name:32s} epochs {r['epochs']:3d}  mean {r['mean']:.4f}  worst {r['worst']:.4f}  "
+              f"clean {r['accuracy']['clean']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
