@@ -222,10 +222,12 @@ def build_model(sizes: dict) -> torch.nn.Module:
                           input_transform=sizes.get("input_transform", "log"))
 
 
-def train_config(sizes: dict, *, epochs: int | None = None, progress: bool = True) -> TrainConfig:
+def train_config(sizes: dict, *, epochs: int | None = None, progress: bool = True,
+                 lr: float | None = None) -> TrainConfig:
     """The profile's TrainConfig (epochs, batch size, learning rate and schedule, patience, seed)."""
-    return TrainConfig(epochs=int(epochs or sizes["epochs"]), batch_size=sizes["batch_size"], lr=sizes["lr"],
-                       patience=sizes["patience"], seed=sizes["seed"], progress=progress,
+    epochs = int(epochs or sizes["epochs"])
+    return TrainConfig(epochs=epochs, batch_size=sizes["batch_size"], lr=lr or sizes["lr"],
+                       patience=max(int(sizes["patience"]), 1), seed=sizes["seed"], progress=progress,
                        schedule=sizes.get("schedule", "plateau"))
 
 
@@ -273,16 +275,17 @@ def torch_threads(n: int | None):
 
 
 def run_clean(profile: str | None = None, *, workers: int | None = None, progress: bool = True,
-              device=None, data: dict | None = None, threads: int | None = 1) -> CleanRun:
+              device=None, data: dict | None = None, threads: int | None = None) -> CleanRun:
     """Generate/load the data, train on clean images, evaluate on the clean test set.
 
     The last 10 % of the training set is the validation set (labels cycle through the classes,
     so it stays balanced). ``data`` may be a ``load_data`` result to skip loading.
-    threads: torch CPU threads while training (default 1: these small nets gain little from a
-    second thread, and on a shared 2-core machine two threads were up to 5x slower here).
+    threads: torch CPU threads (default: the profile's ``threads``; 2 on a free 2-core laptop, but
+    on a machine busy with other work one thread can be several times faster than two).
     """
     profile = profiles.current_profile(profile)
     sizes = profile_sizes(profile)
+    threads = threads or sizes.get("threads", 1)
     data = data or load_data(profile, workers=workers, progress=progress)
     timings = dict(data["timings"])
     x, y = data["train"]["images"], data["train"]["labels"]
@@ -319,26 +322,30 @@ POISSON_COUNTS = 1e4  # photons in the brightest pixel of a "poisson" image
 #: from the clean one for aug_epochs, every epoch on fresh noise (one random condition per image);
 #: per_condition lists the conditions that get a model of their own (the paper's Tables II/III),
 #: the augmented model fine-tuned on that condition for per_condition_epochs (None: trained from
-#: scratch, as the paper); n_reps1_per_class: images per class of the single-cell (N = 1) set of
+#: scratch, as the paper) on the first per_condition_n_train training images (None: all), at a
+#: tenth of the learning rate; the network (net, input_transform, schedule) is the recipe that won
+#: ``compare_recipes`` (notebook 03 shows the comparison); n_reps1_per_class: images per class of the single-cell (N = 1) set of
 #: the crystal-size figure; bar_augmented_worst / _mean are on the augmented model's worst
 #: condition / mean over conditions (None: no bar; at quick, res_25 leaves 6 px).
 SIZES = {
-    "quick": {"image_size": 32, "supersample": 2, "n_orient": 30, "n_train": 1400, "n_test": 350,
-              "chunk_size": 50, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
-              "epochs": 30, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.5,
-              "aug_epochs": 20, "per_condition": ["gauss_1.0", "res_50"], "per_condition_epochs": 2,
-              "n_reps1_per_class": 5, "bar_augmented_worst": None, "bar_augmented_mean": 0.45},
+    "quick": {"image_size": 32, "supersample": 2, "n_orient": 30, "n_train": 2800, "n_test": 700,
+              "chunk_size": 100, "seed": 3, "threads": 2, "net": "resnet", "input_transform": "log_floor", "width": 8,
+              "hidden": 64, "dropout": 0.2, "epochs": 10, "batch_size": 64, "lr": 3e-3, "schedule": "onecycle",
+              "patience": 10, "bar_accuracy": 0.7, "aug_epochs": 6, "per_condition": ["gauss_1.0", "res_50"],
+              "per_condition_epochs": 1, "per_condition_n_train": 1400,
+              "n_reps1_per_class": 5, "bar_augmented_worst": None, "bar_augmented_mean": 0.6},
     "standard": {"image_size": 64, "supersample": 2, "n_orient": 30, "n_train": 21000, "n_test": 3500,
-                 "chunk_size": 350, "seed": 3, "net": "alexnet", "width": 16, "hidden": 128, "dropout": 0.3,
-                 "epochs": 40, "batch_size": 64, "lr": 1e-3, "patience": 8, "bar_accuracy": 0.75,
-                 "aug_epochs": 20, "per_condition": list(CONDITIONS[1:]), "per_condition_epochs": 2,
-                 "n_reps1_per_class": 20, "bar_augmented_worst": 0.30, "bar_augmented_mean": 0.65},
-    "paper": {"image_size": 125, "supersample": 1, "n_orient": 60, "n_train": 21000, "n_test": 3500,
-              "chunk_size": 250, "seed": 3, "net": "alexnet", "width": 32, "hidden": 256, "dropout": 0.5,
-              "epochs": 100, "batch_size": 128, "lr": 1e-3, "patience": 12, "bar_accuracy": 0.95,
-              "aug_epochs": 50, "per_condition": list(CONDITIONS[1:]), "per_condition_epochs": None,
-              "n_reps1_per_class": 100,
-              "bar_augmented_worst": 0.95, "bar_augmented_mean": 0.95},
+                 "chunk_size": 350, "seed": 3, "threads": 2, "net": "resnet", "input_transform": "log_floor", "width": 16,
+                 "hidden": 128, "dropout": 0.2, "epochs": 6, "batch_size": 128, "lr": 3e-3, "schedule": "onecycle",
+                 "patience": 6, "bar_accuracy": 0.97, "aug_epochs": 5, "per_condition": list(CONDITIONS[1:]),
+                 "per_condition_epochs": 1, "per_condition_n_train": 3500,
+                 "n_reps1_per_class": 20, "bar_augmented_worst": 0.8, "bar_augmented_mean": 0.92},
+    "paper": {"image_size": 125, "supersample": 1, "n_orient": 60, "n_train": 210000, "n_test": 3500,
+              "chunk_size": 1000, "seed": 3, "threads": None, "net": "resnet", "input_transform": "log_floor", "width": 32,
+              "hidden": 256, "dropout": 0.2, "epochs": 20, "batch_size": 256, "lr": 3e-3, "schedule": "onecycle",
+              "patience": 20, "bar_accuracy": 0.98, "aug_epochs": 20, "per_condition": list(CONDITIONS[1:]),
+              "per_condition_epochs": None, "per_condition_n_train": None, "n_reps1_per_class": 100,
+              "bar_augmented_worst": 0.9, "bar_augmented_mean": 0.97},
 }
 
 
@@ -499,11 +506,11 @@ def _split(x, y):
 
 
 def _train(sizes: dict, train, val, *, threads, device, progress, epochs: int | None = None, init=None,
-           epoch_data=None):
+           epoch_data=None, lr: float | None = None):
     model = build_model(sizes)
     if init is not None:
         model.load_state_dict(init.state_dict())
-    config = train_config(sizes, epochs=epochs, progress=progress)
+    config = train_config(sizes, epochs=epochs, progress=progress, lr=lr)
     with torch_threads(threads):
         history = fit(model, nets.classification_loss, train, val, config, device=device, epoch_data=epoch_data)
     return model, history
@@ -527,7 +534,7 @@ def fresh_noise(images, labels, conditions=CONDITIONS, seed: int = 0):
 
 
 def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_condition=None, progress: bool = True,
-              device=None, threads: int | None = 1) -> NoiseRun:
+              device=None, threads: int | None = None) -> NoiseRun:
     """The noise study on top of ``run_clean``'s result.
 
     1. The test set under every condition (``noisy_sets``, seed = profile seed + 100).
@@ -547,6 +554,7 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
     """
     sizes = clean.sizes
     seed = int(sizes["seed"])
+    threads = threads or sizes.get("threads", 1)
     timings = {}
     t0 = time.perf_counter()
     sets = noisy_sets(data["test"]["images"], conditions, seed=seed + 100)
@@ -571,13 +579,14 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
     per = {"clean": clean.accuracy}
     todo = sizes.get("per_condition", []) if per_condition is None else per_condition
     t0 = time.perf_counter()
+    n_pc = sizes.get("per_condition_n_train") or len(x)
     for c in todo:
         if c == "clean":
             continue
-        xc = apply_condition(x, c, condition_rng(seed + 300, c))
+        xc = apply_condition(x[:n_pc], c, condition_rng(seed + 300, c))
         ft = sizes.get("per_condition_epochs")
-        m, _ = _train(sizes, *_split(xc, y), threads=threads, device=device, progress=progress,
-                      epochs=ft, init=model if ft else None)
+        m, _ = _train(sizes, *_split(xc, y[:n_pc]), threads=threads, device=device, progress=progress,
+                      epochs=ft, init=model if ft else None, lr=sizes["lr"] / 10 if ft else None)
         per[c] = accuracy_on(m, {c: sets[c]}, yt, threads=threads)[c]
     timings["train_per_condition_s"] = time.perf_counter() - t0
     return NoiseRun(clean.profile, tuple(conditions), clean_on, aug_on, model, history, which, per, timings)
@@ -715,6 +724,59 @@ def compare_recipes(data: dict, sizes: dict, *, seconds: float, recipes=None, n_
     return out
 
 
+def learning_curve(data: dict, sizes: dict, n_train=(2625, 5250, 10500, 21000), *, threads: int | None = 2,
+                   progress: bool = False) -> dict:
+    """The profile's clean recipe trained on the first n images of the training set for each n
+    (same epochs, same validation rule), tested on the whole clean test set.
+
+    Returns {"n_train": [...], "accuracy": [...], "hcp_recall": [...], "seconds": [...],
+    "error_power_law": (c, slope) of error = c n^slope fitted to the points}."""
+    x, y = data["train"]["images"], data["train"]["labels"]
+    xt, yt = data["test"]["images"], data["test"]["labels"]
+    out = {"n_train": [], "accuracy": [], "hcp_recall": [], "seconds": []}
+    for n in n_train:
+        n = min(int(n), len(x))
+        t0 = time.perf_counter()
+        model, _ = _train(sizes, *_split(x[:n], y[:n]), threads=threads, device="cpu", progress=progress)
+        with torch_threads(threads):
+            pred = nets.predict(model, xt).numpy().argmax(1)
+        hcp = gisaxs.CLASS_NAMES.index("HCP[0001]")
+        out["n_train"].append(n)
+        out["accuracy"].append(float((pred == yt).mean()))
+        out["hcp_recall"].append(float((pred[yt == hcp] == hcp).mean()))
+        out["seconds"].append(time.perf_counter() - t0)
+    err = np.maximum(1 - np.asarray(out["accuracy"]), 1e-6)
+    slope, log_c = np.polyfit(np.log(out["n_train"]), np.log(err), 1)
+    out["error_power_law"] = (float(np.exp(log_c)), float(slope))
+    return out
+
+
+def experiment_path(name: str, profile: str):
+    """Where ``python -m sashelpers.studies.gisaxs_cnn <name>`` keeps its result (in git)."""
+    return datasets.repo_root() / "book" / "records" / "experiments" / f"03_{name}@{profile}.json"
+
+
+def load_experiment(name: str, profile: str) -> dict | None:
+    """The recorded result of an experiment ("recipes", "learning_curve") at ``profile``, or None."""
+    import json
+
+    path = experiment_path(name, profiles.current_profile(profile))
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def recipes_table(rec: dict) -> str:
+    """Markdown: the recipe comparison, one row per recipe, accuracy in % per condition."""
+    res = rec["results"]
+    conds = list(next(iter(res.values()))["accuracy"])
+    head = "| recipe | epochs | CPU s | parameters | " + " | ".join(conds) + " | mean | worst |"
+    rows = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for name, r in res.items():
+        rows.append(f"| {name} | {r['epochs']} | {r['seconds']:.0f} | {r['n_parameters']:,} | "
+                    + " | ".join(f"{100 * r['accuracy'][c]:.1f}" for c in conds)
+                    + f" | {100 * r['mean']:.1f} | {100 * r['worst']:.1f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     """``python -m sashelpers.studies.gisaxs_cnn recipes``: the recipe comparison at a profile's data,
     written as JSON (default ``book/records/experiments/03_recipes@<profile>.json``)."""
@@ -723,7 +785,7 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["recipes"])
+    ap.add_argument("what", choices=["recipes", "learning_curve"])
     ap.add_argument("--profile", default="standard")
     ap.add_argument("--seconds", type=float, default=300.0, help="CPU seconds of training per recipe")
     ap.add_argument("--n-train", type=int, default=None)
@@ -733,21 +795,24 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sizes = profile_sizes(args.profile)
     data = load_data(args.profile)
-    names = [r.strip() for r in args.recipes.split(",") if r.strip()] or None
-    res = compare_recipes(data, sizes, seconds=args.seconds, recipes=names, n_train=args.n_train,
-                          threads=args.threads)
-    out = args.out or datasets.repo_root() / "book" / "records" / "experiments" / f"03_recipes@{args.profile}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     from ..core import report
 
-    rec = {"experiment": "03 recipes", "profile": args.profile, "seconds_per_recipe": args.seconds,
-           "n_train": args.n_train or len(data["train"]["labels"]), "threads": args.threads, "results": res,
+    rec = {"experiment": f"03 {args.what}", "profile": args.profile, "threads": args.threads,
            "hardware": report.hardware(), "git_commit": report.git_commit(),
            "command": "python -m sashelpers.studies.gisaxs_cnn " + " ".join(argv or [])}
+    if args.what == "recipes":
+        names = [r.strip() for r in args.recipes.split(",") if r.strip()] or None
+        res = compare_recipes(data, sizes, seconds=args.seconds, recipes=names, n_train=args.n_train,
+                              threads=args.threads)
+        rec.update({"seconds_per_recipe": args.seconds, "n_train": args.n_train or len(data["train"]["labels"]),
+                    "results": res})
+        print(recipes_table(rec))
+    else:
+        rec["results"] = learning_curve(data, sizes, threads=args.threads)
+        print(rec["results"])
+    out = args.out or experiment_path(args.what, args.profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report._jsonable(rec), indent=1) + "\n")
-    for name, r in res.items():
-        print(f"{name:32s} epochs {r['epochs']:3d}  mean {r['mean']:.4f}  worst {r['worst']:.4f}  "
-              f"clean {r['accuracy']['clean']:.4f}")
     return 0
 
 
