@@ -5,4 +5,5 @@
 - ``grf``: porous media from Gaussian random fields, photon-counting noise
 - ``gisaxs``: DWBA GISAXS of finite superlattices on a substrate
 - ``noise``: detector effects on images (smear, Gaussian, Poisson, resolution)
+- ``diffuse``: Monte Carlo of 2D binary lattices with short-range order, diffuse intensity
 """

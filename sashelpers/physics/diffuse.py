@@ -1,0 +1,243 @@
+"""Correlated 2D binary lattices and their diffuse scattering (the kernels of study 5).
+
+A periodic L x L lattice of spins s = +-1 (occupancy x = (1 + s)/2, concentration m = <x>)
+carries short-range order described by Warren-Cowley coefficients over an s x s *span* of
+neighbour vectors v = (i, j), 0 <= i, j < span, v != (0, 0) (span 2, 3, 4: 3, 8, 15 numbers):
+
+    c_v = (<s_r s_{r+v}> - <s>^2) / (1 - <s>^2).
+
+Lattices with chosen correlations come from Metropolis Monte Carlo at T = 1 with the energy
+
+    E = sum_r sum_v K_v s_r s_{r+v} + H sum_r s_r,
+
+(K_v > 0 favours unlike neighbours along v, K_v < 0 like ones; H > 0 lowers the concentration).
+Flipping s_r changes the energy by dE = -2 s_r h_r with the local field
+h_r = sum_v K_v (s_{r+v} + s_{r-v}) + H, accepted with probability min(1, e^{-dE}). Sites with the
+same (row mod span, column mod span) never interact (every v has a component in 1..span-1), so a
+whole sublattice is updated at once; an array axis holds a batch of independent lattices.
+
+The diffuse intensity of the occupancies is ``I(h) = |FFT(x - xbar)|^2 / N = m(1 - m) sum_v c_v
+e^{2 pi i h.v}`` over *all* vectors v (the Wiener-Khinchin theorem): its inverse FFT is the
+circular autocovariance of x, and its mean over h is the variance m(1 - m).
+
+Kernels are written once for numpy and cupy (``xp``); random numbers come from an explicit numpy
+Generator (for cupy, the device generator is seeded from it). The formulas are in the book's
+chapter "Physics and conventions" (section *Diffuse scattering of short-range order*).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core import backend as _backend
+from ..core import checks
+from ..core.backend import array_module, get_array_module, to_numpy
+
+SPANS = (2, 3, 4)
+
+
+def span_vectors(span: int) -> list[tuple[int, int]]:
+    """The neighbour vectors (i, j), 0 <= i, j < span, (0, 0) left out, in row-major order."""
+    span = checks.integer("span", span, 2, 16)
+    return [(i, j) for i in range(span) for j in range(span) if (i, j) != (0, 0)]
+
+
+def _check_spins(spins, xp):
+    if spins.ndim not in (2, 3) or spins.shape[-1] != spins.shape[-2] or spins.shape[-1] < 2:
+        raise ValueError(f"spins must be (L, L) or (batch, L, L) with L >= 2; got shape {tuple(spins.shape)}")
+    return spins if spins.ndim == 3 else spins[None, ...]
+
+
+def _roll2(a, i: int, j: int, xp):
+    """a shifted so that out[..., r, c] = a[..., r + i, c + j] (periodic)."""
+    return xp.roll(xp.roll(a, -i, axis=-2), -j, axis=-1)
+
+
+def correlations(spins, span: int) -> np.ndarray:
+    """Warren-Cowley coefficients (batch, n_v) of the span's vectors (``span_vectors``) for
+    spins (L, L) or (batch, L, L) of +-1, each lattice with its own <s>; float64 on the host.
+    A lattice with <s> = +-1 (all one kind) has no defined coefficients: NaN."""
+    xp = get_array_module(spins)
+    s = _backend.astype(_check_spins(xp.asarray(spins), xp), xp.float64)
+    mean = xp.mean(s, axis=(-2, -1))
+    var = 1.0 - mean * mean
+    out = []
+    for i, j in span_vectors(span):
+        prod = xp.mean(s * _roll2(s, i, j, xp), axis=(-2, -1))
+        out.append((prod - mean * mean) / xp.where(var > 0, var, xp.nan))
+    return np.asarray(to_numpy(xp.stack(out, axis=-1)), dtype=np.float64)
+
+
+def concentration_of(spins) -> np.ndarray:
+    """m = <(1 + s)/2> per lattice, (batch,), float64 on the host."""
+    xp = get_array_module(spins)
+    s = _check_spins(xp.asarray(spins), xp)
+    return np.asarray(to_numpy(xp.mean((1.0 + _backend.astype(s, xp.float64)) / 2.0, axis=(-2, -1))),
+                      dtype=np.float64)
+
+
+def local_field(spins, couplings, field: float):
+    """h_r = sum_v K_v (s_{r+v} + s_{r-v}) + H for every site, (batch, L, L) float64."""
+    xp = get_array_module(spins)
+    s = _backend.astype(_check_spins(xp.asarray(spins), xp), xp.float64)
+    k = np.asarray(couplings, dtype=np.float64)
+    span = _span_of(k)
+    h = xp.zeros(s.shape, dtype=xp.float64) + float(field)
+    for kv, (i, j) in zip(k, span_vectors(span)):
+        if kv:
+            h = h + float(kv) * (_roll2(s, i, j, xp) + _roll2(s, -i, -j, xp))
+    return h
+
+
+def _span_of(couplings) -> int:
+    n = int(np.asarray(couplings).shape[-1])
+    for span in range(2, 17):
+        if span * span - 1 == n:
+            return span
+    raise ValueError(f"couplings has {n} values; a span s needs s^2 - 1 (3, 8, 15, ...)")
+
+
+def flip_probabilities(spins, couplings, field: float, sublattice: tuple[int, int]):
+    """Metropolis acceptance min(1, exp(2 s_r h_r)) of flipping each site of one sublattice
+    (rows = a mod span, columns = b mod span), (batch, L/span, L/span) float64."""
+    xp = get_array_module(spins)
+    s = _check_spins(xp.asarray(spins), xp)
+    span = _span_of(couplings)
+    a, b = sublattice
+    h = local_field(s, couplings, field)[..., a::span, b::span]
+    ds = s[..., a::span, b::span]
+    d_energy = -2.0 * ds * h
+    return xp.minimum(1.0, xp.exp(-xp.minimum(d_energy, 50.0)))
+
+
+def _uniform(rng: np.random.Generator, shape, xp):
+    """Uniform draws of ``shape`` in xp: from rng on numpy, from a device generator seeded by it on
+    cupy, from rng on the host for namespaces without a random module."""
+    if xp is np:
+        return rng.random(shape)
+    if hasattr(xp, "random"):
+        return xp.random.default_rng(int(rng.integers(2**63 - 1))).random(shape)
+    return xp.asarray(rng.random(shape))
+
+
+def random_spins(batch: int, size: int, rng, *, concentration: float = 0.5, xp=None):
+    """Independent spins: +1 with probability ``concentration`` (int8, (batch, L, L))."""
+    xp = array_module() if xp is None else xp
+    rng = checks.generator(rng)
+    m = checks.number("concentration", concentration, 0.0, 1.0)
+    size = checks.integer("size", size, 2, 1 << 14)
+    u = rng.random((checks.integer("batch", batch, 1), size, size))
+    return xp.asarray(np.where(u < m, 1, -1).astype(np.int8))
+
+
+def sweep(spins, couplings, field, rng, n_sweeps: int = 1):
+    """``n_sweeps`` Metropolis sweeps in place (every sublattice once per sweep, in row-major
+    order) of spins (batch, L, L) with L a multiple of the span; couplings (n_v,) or
+    (batch, n_v), field a number or (batch,). Returns the spins (int8)."""
+    xp = get_array_module(spins)
+    s = _check_spins(spins, xp)
+    k = np.asarray(couplings, dtype=np.float64)
+    span = _span_of(k)
+    size = s.shape[-1]
+    if size % span:
+        raise ValueError(f"the lattice size L = {size} must be a multiple of the span {span}")
+    batch = s.shape[0]
+    k = np.broadcast_to(k, (batch, k.shape[-1]))
+    hf = np.broadcast_to(np.asarray(field, dtype=np.float64), (batch,))
+    if not (np.all(np.isfinite(k)) and np.all(np.isfinite(hf))):
+        raise ValueError("couplings and field must be finite")
+    kx = xp.asarray(k)[:, :, None, None]
+    hx = xp.asarray(hf)[:, None, None]
+    rng = checks.generator(rng)
+    vecs = span_vectors(span)
+    for _ in range(checks.integer("n_sweeps", n_sweeps, 0)):
+        for a in range(span):
+            for b in range(span):
+                sf = _backend.astype(s, xp.float64)
+                h = hx + 0.0
+                for n, (i, j) in enumerate(vecs):
+                    nb = (_roll2(sf, i, j, xp) + _roll2(sf, -i, -j, xp))[..., a::span, b::span]
+                    h = h + kx[:, n, ...] * nb
+                sub = s[..., a::span, b::span]
+                subf = sf[..., a::span, b::span]
+                accept = _uniform(rng, tuple(sub.shape), xp) < xp.exp(xp.minimum(2.0 * subf * h, 0.0))
+                s[..., a::span, b::span] = xp.where(accept, -sub, sub)
+    return s
+
+
+def energy(spins, couplings, field: float) -> np.ndarray:
+    """E = sum_r sum_v K_v s_r s_{r+v} + H sum_r s_r per lattice, (batch,) float64 on the host."""
+    xp = get_array_module(spins)
+    s = _backend.astype(_check_spins(xp.asarray(spins), xp), xp.float64)
+    k = np.asarray(couplings, dtype=np.float64)
+    e = float(field) * xp.sum(s, axis=(-2, -1))
+    for kv, (i, j) in zip(k, span_vectors(_span_of(k))):
+        e = e + float(kv) * xp.sum(s * _roll2(s, i, j, xp), axis=(-2, -1))
+    return np.asarray(to_numpy(e), dtype=np.float64)
+
+
+def diffuse_intensity(spins):
+    """``I(h) = |FFT(x - xbar)|^2 / N`` of the occupancies x = (1 + s)/2, per lattice
+    (batch, L, L) float64, h = 0 at index (0, 0) (``numpy.fft.fftshift`` to centre it)."""
+    xp = get_array_module(spins)
+    s = _check_spins(xp.asarray(spins), xp)
+    x = (1.0 + _backend.astype(s, xp.float64)) / 2.0
+    x = x - xp.mean(x, axis=(-2, -1), keepdims=True)
+    if not _backend.is_ndarray_module(xp):  # the standard's fftn takes complex input only
+        x = _backend.astype(x, xp.complex128)
+    amp = xp.fft.fftn(x, axes=(-2, -1))
+    return (xp.real(amp) ** 2 + xp.imag(amp) ** 2) / (s.shape[-1] * s.shape[-2])
+
+
+def onsager_nn_correlation(beta_j: float) -> float:
+    """<s_r s_{r+e}> of nearest neighbours in the infinite 2D Ising model at coupling beta J
+    (Onsager): u/J = -coth(2K) [1 + (2/pi)(2 tanh^2(2K) - 1) K1(k)], k = 2 sinh(2K)/cosh^2(2K),
+    K = beta J, K1 the complete elliptic integral of the first kind. With two bonds per spin,
+    <s s> = -u / (2 J) = coth(2K) [1 + (2/pi)(2 tanh^2(2K) - 1) K1(k)] / 2."""
+    from scipy.special import ellipk
+
+    k_c = checks.positive("beta_j", beta_j, 10.0)
+    kappa = 2.0 * math.sinh(2 * k_c) / math.cosh(2 * k_c) ** 2
+    k1 = float(ellipk(kappa * kappa))  # scipy's ellipk takes the parameter m = k^2
+    return 0.5 / math.tanh(2 * k_c) * (1.0 + (2.0 / math.pi) * (2.0 * math.tanh(2 * k_c) ** 2 - 1.0) * k1)
+
+
+def fit_couplings(targets, span: int, size: int, rng, *, concentration: float = 0.5, n_feedback: int = 300,
+                  rate: float = 0.5, n_equilibrate: int = 100, xp=None) -> dict:
+    """Lattices whose Warren-Cowley coefficients approach ``targets`` by feedback on the couplings.
+
+    targets: (n_v,) or (batch, n_v) for the span's vectors (``span_vectors``). During
+    ``n_feedback`` sweeps the couplings follow K_v += r_t (c_v - c_v*) and the field
+    H += r_t (m - m*) after sweep t, with r_t = rate / (1 + t/100) (c measured on the lattice
+    itself, whose own fluctuations the decaying step averages out); then they are frozen
+    and the lattice equilibrates for ``n_equilibrate`` sweeps. Not every set of coefficients is
+    realisable (e.g. c_v >= -min(m/(1-m), (1-m)/m), and the implied I(h) must be >= 0): compare
+    the ``achieved`` coefficients with the targets.
+
+    Returns {"spins": (batch, L, L) int8, "couplings": (batch, n_v), "field": (batch,),
+    "achieved": (batch, n_v), "concentration": (batch,)}.
+    """
+    vecs = span_vectors(span)
+    target = np.atleast_2d(np.asarray(targets, dtype=np.float64))
+    if target.shape[-1] != len(vecs) or not np.all(np.isfinite(target)) or np.any(np.abs(target) > 1):
+        raise ValueError(f"targets must be finite, in [-1, 1], with {len(vecs)} values per lattice for span {span}; "
+                         f"got shape {target.shape}")
+    m_target = checks.number("concentration", concentration, 0.0, 1.0, lo_open=True, hi_open=True)
+    rate = checks.positive("rate", rate, 10.0)
+    rng = checks.generator(rng)
+    batch = target.shape[0]
+    spins = random_spins(batch, size, rng, concentration=m_target, xp=xp)
+    k = np.zeros_like(target)
+    h = np.zeros(batch)
+    for t in range(checks.integer("n_feedback", n_feedback, 0)):
+        sweep(spins, k, h, rng, 1)
+        c = np.nan_to_num(correlations(spins, span))
+        step = rate / (1.0 + t / 100.0)
+        k += step * (c - target)
+        h += step * (concentration_of(spins) - m_target)
+    sweep(spins, k, h, rng, checks.integer("n_equilibrate", n_equilibrate, 0))
+    return {"spins": spins, "couplings": k, "field": h, "achieved": correlations(spins, span),
+            "concentration": concentration_of(spins)}
+
