@@ -254,6 +254,9 @@ def _device(rec: dict) -> str:
     return hw.get("gpu") or f"{hw.get('node_cpus', '?')} CPU cores"
 
 
+_MARK = {True: " ✓", False: " ✗", None: ""}  # goal met, missed, no goal or no value
+
+
 def paper_vs_run(rec, archived_run=None) -> str:
     """Markdown: the "paper vs this run" table of a results record (a path or the loaded dict).
 
@@ -282,12 +285,11 @@ def paper_vs_run(rec, archived_run=None) -> str:
     rows = [head, "|" + " --- |" * (head.count("|") - 1)]
     for h in heads:
         value = metrics.get(h.key)
-        mark = {True: " ✓", False: " ✗", None: ""}[h.met(value)]
         paper = h.shown(h.paper) + (f" ({h.source})" if h.source else "")
-        row = f"| {h.label} | {h.goal_text()} | {paper} | {h.shown(value)}{mark} |"
+        row = f"| {h.label} | {h.goal_text()} | {paper} | {h.shown(value)}{_MARK[h.met(value)]} |"
         if arch is not None:
             a = arch.get(h.key)
-            row += f" {h.shown(a)}{ {True: ' ✓', False: ' ✗', None: ''}[h.met(a)]} |"
+            row += f" {h.shown(a)}{_MARK[h.met(a)]} |"
         rows.append(row)
     lines = ["\n".join(rows), "",
              f"This run: profile `{rec['profile']}`, {_device(rec)}, {rec['date'][:10]}"

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import backend as _backend
+from ..core import checks
 from ..core.backend import array_module, get_array_module
 
 # --- constants ----------------------------------------------------------------------------------
@@ -80,18 +81,7 @@ HCP_C_OVER_A = math.sqrt(8.0 / 3.0)
 
 
 def _check_class(class_name: str) -> None:
-    if class_name not in CLASSES:
-        raise ValueError(f"class_name={class_name!r} is not a lattice class; allowed: {', '.join(CLASSES)}")
-
-
-def _check_positive(name: str, value, upper: float = math.inf) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} must be a number in (0, {upper:g}]") from None
-    if not (v > 0 and math.isfinite(v) and v <= upper):
-        raise ValueError(f"{name}={value!r} must be a finite number in (0, {upper:g}]")
-    return v
+    checks.one_of("class_name", class_name, CLASSES)
 
 
 def _check_reps(reps) -> tuple[int, int, int]:
@@ -155,7 +145,7 @@ def cell_vectors_nm(class_name: str, lattice_nm: float) -> tuple[np.ndarray, np.
     to the substrate, and FCC[111] and HCP share their in-plane lattice and outline.
     """
     _check_class(class_name)
-    lattice_nm = _check_positive("lattice_nm", lattice_nm)
+    lattice_nm = checks.positive("lattice_nm", lattice_nm)
     kind, orient, _ = CLASSES[class_name]
     if kind == "HCP":
         d = lattice_nm
@@ -185,7 +175,7 @@ def _check_outline(outline):
         ok = False
     if not ok:
         raise ValueError(f"outline={outline!r} must be 'box' or ('hexagon', circumradius_nm)")
-    return "hexagon", _check_positive("outline circumradius_nm", radius, 1e5)
+    return "hexagon", checks.positive("outline circumradius_nm", radius, 1e5)
 
 
 def outline_rows(cell, reps, outline="box") -> list[tuple[int, int, int]]:
@@ -297,7 +287,7 @@ def sphere_form_factor(q_nm, radius_nm: float):
 
     A Taylor series is used for qR < 0.1, where the difference cancels.
     """
-    radius_nm = _check_positive("radius_nm", radius_nm)
+    radius_nm = checks.positive("radius_nm", radius_nm)
     xp = get_array_module(q_nm)
     x = xp.abs(xp.asarray(q_nm, dtype=xp.float64)) * radius_nm
     small = x < 0.1
@@ -359,9 +349,9 @@ def wavenumber_nm(energy_kev: float | None = None, wavelength_nm: float | None =
     if energy_kev is not None and wavelength_nm is not None:
         raise ValueError("give energy_kev or wavelength_nm, not both")
     if wavelength_nm is not None:
-        return 2 * math.pi / _check_positive("wavelength_nm", wavelength_nm, 100.0)
+        return 2 * math.pi / checks.positive("wavelength_nm", wavelength_nm, 100.0)
     energy_kev = ENERGY_10KEV if energy_kev is None else energy_kev
-    return 2 * math.pi * _check_positive("energy_kev", energy_kev, 1000.0) / HC_KEV_NM
+    return 2 * math.pi * checks.positive("energy_kev", energy_kev, 1000.0) / HC_KEV_NM
 
 
 @dataclass(frozen=True)
@@ -438,8 +428,8 @@ def detector_grid(n_rows: int, n_cols: int, pixel_mm: float, distance_mm: float,
     for name, n in (("n_rows", n_rows), ("n_cols", n_cols)):
         if int(n) != n or not 2 <= n <= 8192:
             raise ValueError(f"{name}={n!r} must be an integer in [2, 8192] pixels")
-    _check_positive("pixel_mm", pixel_mm, 10.0)
-    _check_positive("distance_mm", distance_mm, 1e5)
+    checks.positive("pixel_mm", pixel_mm, 10.0)
+    checks.positive("distance_mm", distance_mm, 1e5)
     for name, v in (("beam_row_px", beam_row_px), ("beam_col_px", beam_col_px)):
         if not math.isfinite(v):
             raise ValueError(f"{name}={v!r} must be a finite pixel coordinate")
@@ -668,8 +658,8 @@ def simulate(class_name: str, lattice_nm: float, radius_nm: float, reps, alpha_i
     once per image; per orientation only the in-plane sums remain.
     """
     _check_class(class_name)
-    lattice_nm = _check_positive("lattice_nm", lattice_nm, 1e5)
-    radius_nm = _check_positive("radius_nm", radius_nm, 1e4)
+    lattice_nm = checks.positive("lattice_nm", lattice_nm, 1e5)
+    radius_nm = checks.positive("radius_nm", radius_nm, 1e4)
     reps = _check_reps(reps)
     nn = nearest_neighbour_nm(class_name, lattice_nm)
     if radius_nm > nn / 2 * (1 + 1e-9):
@@ -727,7 +717,7 @@ def simulate_positions(positions_nm, radius_nm: float, alpha_i_deg: float, grid,
     pts = np.asarray(positions_nm, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] < 1 or not np.all(np.isfinite(pts)):
         raise ValueError(f"positions_nm must be a finite (n, 3) array in nm; got shape {pts.shape}")
-    radius_nm = _check_positive("radius_nm", radius_nm, 1e4)
+    radius_nm = checks.positive("radius_nm", radius_nm, 1e4)
     angles = _angles_deg("SC[100]", 1, None, angles_deg)
     delta, beta = _substrate(substrate)
     xp = array_module() if xp is None else xp
@@ -791,7 +781,7 @@ def reps_cap(class_name: str, lattice_nm: float, dq_nm: float, min_peak_px: floa
     """The largest N_j per lattice vector whose Laue peak FWHM (``~0.886 * 2 pi / (N |a_j|)`` in q)
     spans at least ``min_peak_px`` pixels of size dq_nm; at least 1."""
     cell, _ = cell_vectors_nm(class_name, lattice_nm)
-    _check_positive("dq_nm", dq_nm)
-    _check_positive("min_peak_px", min_peak_px)
+    checks.positive("dq_nm", dq_nm)
+    checks.positive("min_peak_px", min_peak_px)
     lengths = np.linalg.norm(cell, axis=1)
     return tuple(max(1, int(0.886 * 2 * math.pi / (min_peak_px * dq_nm * a))) for a in lengths)

@@ -45,6 +45,7 @@ import math
 import numpy as np
 
 from . import saxs
+from ..core import checks
 from ..core import backend as _backend
 from ..core.backend import array_module, fft_module, get_array_module, to_numpy
 
@@ -55,32 +56,6 @@ NOISE_DOMAINS = ("fourier", "real")
 
 
 # --- validation ---------------------------------------------------------------------------------
-
-def _check_porosity(porosity) -> float:
-    if not (isinstance(porosity, (int, float, np.floating, np.integer)) and 0 < porosity < 1):
-        raise ValueError(f"porosity={porosity!r} must lie in the open interval (0, 1)")
-    return float(porosity)
-
-
-def _check_nu(nu) -> float:
-    if not (isinstance(nu, (int, float, np.floating, np.integer)) and 0 <= nu < 1):
-        raise ValueError(f"nu={nu!r} (layer share of the pore space) must lie in [0, 1)")
-    return float(nu)
-
-
-def _check_a(a_nm) -> float:
-    if not (isinstance(a_nm, (int, float, np.floating, np.integer)) and a_nm > 0 and math.isfinite(a_nm)):
-        raise ValueError(f"a_nm={a_nm!r} must be a positive, finite length in nm")
-    return float(a_nm)
-
-
-def _check_rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
-        return np.random.default_rng(int(rng))
-    raise ValueError(f"rng={rng!r} must be a numpy Generator or a non-negative integer seed")
-
 
 def _xp(xp):
     return array_module() if xp is None else xp
@@ -150,7 +125,7 @@ def white_noise_half_spectrum(n: int, rng, *, xp=None, amplitude=None):
     complex array is formed, which saves a pass over the complex spectrum.
     """
     xp = _xp(xp)
-    rng = _check_rng(rng)
+    rng = checks.generator(rng)
     shape = (n, n, n // 2 + 1)
     modulus = _uniform(rng, shape, xp)
     modulus = xp.negative(modulus, **_backend.out_kw(modulus))  # in place on numpy/cupy
@@ -196,7 +171,7 @@ def _apply_sqrt_spectral_density(spec, n: int, voxel_nm: float, a_nm: float, xp)
 
 def spectral_density(q_nm, a_nm: float):
     """``S(q) = (1 + |a q|^8)^-2`` (dimensionless, S(0) = 1)."""
-    a_nm = _check_a(a_nm)
+    a_nm = checks.positive("a_nm", a_nm, unit="nm")
     q = np.asarray(q_nm, dtype=float)
     return 1.0 / (1.0 + (a_nm * q) ** 8) ** 2
 
@@ -207,8 +182,8 @@ def gaussian_field(n: int, voxel_nm: float, a_nm: float, rng, *, xp=None, noise_
     The amplitude is arbitrary (only quantiles of g are used).
     """
     saxs._check_grid(n, voxel_nm)
-    a_nm = _check_a(a_nm)
-    rng = _check_rng(rng)
+    a_nm = checks.positive("a_nm", a_nm, unit="nm")
+    rng = checks.generator(rng)
     if noise_domain not in NOISE_DOMAINS:
         raise ValueError(f"noise_domain={noise_domain!r}; allowed: {', '.join(NOISE_DOMAINS)}")
     xp = _xp(xp)
@@ -343,9 +318,9 @@ def microstructure(field, porosity: float, nu: float | None = None, *, overwrite
     round(eps N^3)/N^3 minus that, solid the rest (exact counts). ``overwrite`` lets the
     function reuse the field's memory.
     """
-    porosity = _check_porosity(porosity)
+    porosity = checks.number("porosity", porosity, 0.0, 1.0, lo_open=True, hi_open=True)
     if nu is not None:
-        nu = _check_nu(nu)
+        nu = checks.number("nu", nu, 0.0, 1.0, hi_open=True)
     xp = get_array_module(field)
     if field.ndim != 3 or len(set(field.shape)) != 1:
         raise ValueError(f"field must be a cubic 3D array, got shape {field.shape}")
@@ -371,7 +346,7 @@ def two_phase(field, porosity: float, **kw):
 
 def three_phase(field, porosity: float, nu: float, **kw):
     """Three-phase density 0 / 0.65 / 1 with fractions eps(1-nu), eps nu, 1-eps from a field g."""
-    return microstructure(field, porosity, _check_nu(nu), **kw)
+    return microstructure(field, porosity, checks.number("nu", nu, 0.0, 1.0, hi_open=True), **kw)
 
 
 def structure(params: dict, n: int, voxel_nm: float, rng, *, xp=None, noise_domain: str = "fourier"):
@@ -391,7 +366,7 @@ def _check_params(params) -> tuple[float, float, float | None]:
         if key not in params:
             raise ValueError(f"params is missing {key!r}")
     nu = params.get("nu")
-    return _check_a(params["a_nm"]), _check_porosity(params["porosity"]), None if nu is None else _check_nu(nu)
+    return checks.positive("a_nm", params["a_nm"], unit="nm"), checks.number("porosity", params["porosity"], 0.0, 1.0, lo_open=True, hi_open=True), None if nu is None else checks.number("nu", nu, 0.0, 1.0, hi_open=True)
 
 
 # --- curves: invariant, noise, features ---------------------------------------------------------
@@ -414,7 +389,7 @@ def lognormal_noise(intensity, alpha, rng):
     alpha is the number of counts per unit intensity (photon-counting reading of the paper's
     "variance alpha I"); larger alpha means less noise.
     """
-    rng = _check_rng(rng)
+    rng = checks.generator(rng)
     intensity = np.asarray(intensity, dtype=float)
     alpha = np.asarray(alpha, dtype=float)
     if np.any(~np.isfinite(alpha)) or np.any(alpha <= 0):
@@ -448,7 +423,7 @@ def saxs_sample(params: dict, n: int, voxel_nm: float, q_nm, rng, *, noise: bool
     log-uniformly when None and noise is on; NaN without noise), 'invariant' (windowed, of the
     observed curve) and 'features' (log10(I_obs / Q_obs)); 'rho' too with ``return_structure``.
     """
-    rng = _check_rng(rng)
+    rng = checks.generator(rng)
     _check_params(params)
     saxs._check_grid(n, voxel_nm)
     q = np.asarray(q_nm, dtype=float)
