@@ -8,6 +8,9 @@
 * ``SmallCNN``: two conv stages and one hidden layer, a fast baseline.
 * ``ResNetCNN``: residual blocks with batch normalisation and global average pooling (He et al.
   2016): few parameters, no large fully connected layers, trains stably at high learning rates.
+* ``DenoisingAutoencoder``: encoder -> latent vector -> decoder for images in [0, 1], optionally
+  with skip connections (U-Net style) from the encoder to the decoder; ``encode`` gives the
+  latent code. Train on (noisy, clean) pairs with ``denoising_loss``.
 
 All take (B, H, W) or (B, C, H, W) float tensors of the size they were built for and return
 logits (B, n_classes); train with ``torch.nn.functional.cross_entropy``.
@@ -197,6 +200,83 @@ class ResNetCNN(_ImageNet):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.n_classes))
 
 
+class DenoisingAutoencoder(nn.Module):
+    """Convolutional autoencoder for square single-channel images in [0, 1].
+
+    Encoder: three stride-2 conv3x3-BN-ReLU stages (width, 2 width, 4 width channels), then a
+    linear map of the (image_size/8)^2 feature map to ``latent`` numbers (``encode``). Decoder: the
+    mirror image with transposed convolutions and a sigmoid output. With ``skips`` the decoder
+    also receives each encoder stage's features (concatenated), which keeps fine detail but lets
+    the image bypass the latent code. ``image_size`` must be a multiple of 8.
+    """
+
+    def __init__(self, image_size: int = 64, *, width: int = 16, latent: int = 64, skips: bool = False):
+        super().__init__()
+        self.image_size = checks.integer("image_size", image_size, 8, 1024)
+        if self.image_size % 8:
+            raise ValueError(f"image_size={image_size!r} must be a multiple of 8")
+        width = checks.integer("width", width, 1, 512)
+        self.latent = checks.integer("latent", latent, 1, 65_536)
+        self.skips = bool(skips)
+        self.config = {"image_size": self.image_size, "width": width, "latent": self.latent, "skips": self.skips}
+        chans = (1, width, 2 * width, 4 * width)
+
+        def down(c_in, c_out):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                                 nn.ReLU(inplace=True))
+
+        def up(c_in, c_out):
+            return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+                                 nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+        self.down = nn.ModuleList(down(chans[k], chans[k + 1]) for k in range(3))
+        side = self.image_size // 8
+        self._side = side
+        self.to_latent = nn.Linear(chans[3] * side * side, self.latent)
+        self.from_latent = nn.Sequential(nn.Linear(self.latent, chans[3] * side * side), nn.ReLU(inplace=True))
+        extra = 2 if self.skips else 1  # concatenated encoder features double the input channels
+        self.up = nn.ModuleList([up(chans[3] * extra, chans[2]), up(chans[2] * extra, chans[1]),
+                                 up(chans[1] * extra, width)])
+        self.out = nn.Conv2d(width, 1, 3, padding=1)
+
+    def _prepare(self, x) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError("x must be a floating torch.Tensor of images (batch, H, W) or (batch, 1, H, W)")
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, self.image_size, self.image_size):
+            raise ValueError(f"x has shape {tuple(x.shape)}; expected (batch, {self.image_size}, {self.image_size})")
+        return x
+
+    def _encode(self, x):
+        feats = []
+        h = self._prepare(x)
+        for stage in self.down:
+            h = stage(h)
+            feats.append(h)
+        return self.to_latent(h.flatten(1)), feats
+
+    def encode(self, x) -> torch.Tensor:
+        """The latent code (batch, latent)."""
+        return self._encode(x)[0]
+
+    def forward(self, x) -> torch.Tensor:
+        z, feats = self._encode(x)
+        h = self.from_latent(z).view(-1, self.down[-1][0].out_channels, self._side, self._side)
+        for stage, f in zip(self.up, reversed(feats)):
+            h = stage(torch.cat([h, f], dim=1) if self.skips else h)
+        return torch.sigmoid(self.out(h)).squeeze(1)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def denoising_loss(model: nn.Module, batch) -> torch.Tensor:
+    """Mean squared error of ``model(noisy)`` against the clean images, for ``training.fit``."""
+    noisy, clean = batch
+    return nn.functional.mse_loss(model(noisy), clean)
+
+
 def build(name: str, **kwargs) -> nn.Module:
     """A network by name: 'alexnet', 'resnet' or 'small'."""
     nets = {"alexnet": AlexNetCNN, "resnet": ResNetCNN, "small": SmallCNN}
@@ -227,4 +307,5 @@ def predict(model: nn.Module, x, batch_size: int = 512) -> torch.Tensor:
     return torch.softmax(logits(model, x, batch_size), dim=1)
 
 
-__all__ = ["AlexNetCNN", "InputTransform", "ResNetCNN", "SmallCNN", "TRANSFORMS", "build", "classification_loss", "logits", "predict"]
+__all__ = ["AlexNetCNN", "DenoisingAutoencoder", "InputTransform", "ResNetCNN", "SmallCNN", "TRANSFORMS", "build",
+           "denoising_loss", "classification_loss", "logits", "predict"]
