@@ -12,6 +12,16 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test (restored after): code under test may have changed it, and on a
+    busy 2-core machine two threads made tiny-network tests up to 50x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def results_tmp(tmp_path, monkeypatch):
     """Send results records to a temporary folder."""
     monkeypatch.setenv("SASHELPERS_RESULTS", str(tmp_path / "results"))

@@ -10,17 +10,7 @@ from sashelpers.studies import inn_scatterers as s1
 
 Q = s1.default_q_nm()
 SMALL = {"library_size": 200}          # small libraries keep these tests fast
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the batches are small, and on a busy machine more threads only wait."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small batches: more threads only wait
 
 TRUTH = {
     "sphere": {"radius_nm": 3.0, "radius_pd": 0.1},

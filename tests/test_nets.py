@@ -29,15 +29,6 @@ def test_parameter_counts():
     assert nets.AlexNetCNN(32, width=8, hidden=32).n_parameters() < 60_000
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a busy 2-core machine two threads made this test 50x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("name", ["alexnet", "small", "resnet"])
 def test_overfits_a_tiny_batch(name, one_thread):
     torch.manual_seed(0)

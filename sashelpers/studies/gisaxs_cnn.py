@@ -519,17 +519,21 @@ def _train(sizes: dict, train, val, *, threads, device, progress, epochs: int | 
 def fresh_noise(images, labels, conditions=CONDITIONS, seed: int = 0):
     """An ``epoch_data`` hook for ``training.fit``: epoch e gets every image under one condition
     drawn afresh (``random_conditions`` seeded by (seed, e)), so the network never sees the same
-    noise twice and a resumed run sees the same draws."""
+    noise twice and a resumed run sees the same draws. ``epoch_data.conditions(e)`` is the
+    condition index of every image in epoch e."""
     images, labels = np.asarray(images, dtype=np.float32), np.asarray(labels)
     last: dict = {}
 
-    def epoch_data(epoch: int):
+    def draw(epoch: int):
         if epoch not in last:  # keep the latest epoch's draw: fit may ask for it twice
             last.clear()
             last[epoch] = random_conditions(images, conditions, seed=int(seed) * 100_003 + int(epoch))
-        return last[epoch][0], labels
+        return last[epoch]
 
-    epoch_data.conditions = lambda epoch: (epoch_data(epoch), last[epoch][1])[1]
+    def epoch_data(epoch: int):
+        return draw(epoch)[0], labels
+
+    epoch_data.conditions = lambda epoch: draw(epoch)[1]
     return epoch_data
 
 
