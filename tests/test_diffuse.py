@@ -108,11 +108,40 @@ def test_sweep_matches_flip_probabilities():
     assert np.abs(flipped - p).max() < 4 * np.sqrt(0.25 / 4000)
 
 
+@pytest.mark.parametrize("size, span, period", [(8, 3, 4), (12, 3, 3), (64, 3, 4), (10, 2, 2), (6, 4, 6)])
+def test_colours_do_not_interact(size, span, period):
+    """Flipping every site of one colour changes the energy by the sum of the single-site
+    changes -2 s_r h_r, i.e. no two sites of a colour interact, for the colour period chosen.
+    With a period smaller than the span (p = span - 1) the same identity fails: it can fail."""
+    assert d.colour_period(size, span) == period
+    rng = np.random.default_rng(size + span)
+    k = rng.normal(0.0, 0.3, span * span - 1)
+    s = d.random_spins(3, size, rng)
+    e0, h = d.energy(s, k, 0.1), d.local_field(s, k, 0.1)
+
+    def mismatch(p):
+        worst = 0.0
+        for a in range(p):
+            for b in range(p):
+                t = s.copy()
+                t[:, a::p, b::p] *= -1
+                single = (-2.0 * s * h)[:, a::p, b::p].sum(axis=(1, 2))
+                worst = max(worst, float(np.abs(d.energy(t, k, 0.1) - e0 - single).max()))
+        return worst
+
+    assert mismatch(period) < 1e-9
+    bad = span - 1 if size % (span - 1) == 0 else None
+    if bad:
+        assert mismatch(bad) > 1e-3
+
+
 def test_bad_input():
     rng = np.random.default_rng(0)
     s = d.random_spins(2, 6, rng)
     with pytest.raises(ValueError, match="multiple of the span"):
-        d.sweep(s, np.zeros(15), 0.0, rng)  # span 4 on L = 6
+        d.sweep(d.random_spins(1, 7, rng), np.zeros(3), 0.0, rng)  # L = 7 has no divisor in [2, 4]
+    with pytest.raises(ValueError, match="multiple of the span"):
+        d.sweep(d.random_spins(1, 9, rng), np.zeros(15), 0.0, rng)  # span 4: 9 has none in [4, 8]
     with pytest.raises(ValueError, match="couplings"):
         d.sweep(s, np.zeros(5), 0.0, rng)
     with pytest.raises(ValueError, match="finite"):

@@ -100,14 +100,15 @@ def _span_of(couplings) -> int:
 
 
 def flip_probabilities(spins, couplings, field: float, sublattice: tuple[int, int]):
-    """Metropolis acceptance min(1, exp(2 s_r h_r)) of flipping each site of one sublattice
-    (rows = a mod span, columns = b mod span), (batch, L/span, L/span) float64."""
+    """Metropolis acceptance min(1, exp(2 s_r h_r)) of flipping each site of one colour of
+    ``sweep`` (rows = a mod p, columns = b mod p, p = ``colour_period``),
+    (batch, L/p, L/p) float64."""
     xp = get_array_module(spins)
     s = _check_spins(xp.asarray(spins), xp)
-    span = _span_of(couplings)
+    p = colour_period(s.shape[-1], _span_of(couplings))
     a, b = sublattice
-    h = local_field(s, couplings, field)[..., a::span, b::span]
-    ds = s[..., a::span, b::span]
+    h = local_field(s, couplings, field)[..., a::p, b::p]
+    ds = s[..., a::p, b::p]
     d_energy = -2.0 * ds * h
     return xp.minimum(1.0, xp.exp(-xp.minimum(d_energy, 50.0)))
 
@@ -132,17 +133,37 @@ def random_spins(batch: int, size: int, rng, *, concentration: float = 0.5, xp=N
     return xp.asarray(np.where(u < m, 1, -1).astype(np.int8))
 
 
+def colour_period(size: int, span: int) -> int:
+    """The period p of the sublattice colouring used by ``sweep`` on an L x L lattice.
+
+    Sites r, r' with r = r' (mod p) in both coordinates never interact when p >= span (every
+    neighbour vector has components of size below ``span``) and L is a multiple of p (so the
+    colouring survives the periodic wrap). p is the smallest divisor of L in [span, 2 span]:
+    on L = 64, p = 2, 4, 4 for spans 2, 3, 4, so span 3 needs no lattice that is a multiple of 3.
+    A lattice with no such divisor is refused, since its updates would no longer be vectorised."""
+    size = checks.integer("size", size, 2, 1 << 14)
+    span = checks.integer("span", span, 2, 16)
+    for p in range(span, 2 * span + 1):
+        if size % p == 0:
+            return p
+    raise ValueError(f"the lattice size L = {size} must be a multiple of the span {span} "
+                     f"(or of another number up to {2 * span}), so that its sublattices do not interact")
+
+
 def sweep(spins, couplings, field, rng, n_sweeps: int = 1):
-    """``n_sweeps`` Metropolis sweeps in place (every sublattice once per sweep, in row-major
-    order) of spins (batch, L, L) with L a multiple of the span; couplings (n_v,) or
-    (batch, n_v), field a number or (batch,). Returns the spins (int8)."""
+    """``n_sweeps`` Metropolis sweeps in place of spins (batch, L, L); couplings (n_v,) or
+    (batch, n_v), field a number or (batch,). Returns the spins (int8).
+
+    The lattice is coloured by (row mod p, column mod p), p = ``colour_period(L, span)``; each
+    sweep updates every colour once, in row-major order, all its sites at once. The neighbours
+    of one colour are themselves single colours, shifted by at most one period, so an update
+    reads 2 n_v arrays of N / p^2 sites (not the whole lattice)."""
     xp = get_array_module(spins)
     s = _check_spins(spins, xp)
     k = np.asarray(couplings, dtype=np.float64)
     span = _span_of(k)
     size = s.shape[-1]
-    if size % span:
-        raise ValueError(f"the lattice size L = {size} must be a multiple of the span {span}")
+    p = colour_period(size, span)
     batch = s.shape[0]
     k = np.broadcast_to(k, (batch, k.shape[-1]))
     hf = np.broadcast_to(np.asarray(field, dtype=np.float64), (batch,))
@@ -152,18 +173,25 @@ def sweep(spins, couplings, field, rng, n_sweeps: int = 1):
     hx = xp.asarray(hf)[:, None, None]
     rng = checks.generator(rng)
     vecs = span_vectors(span)
+    n = size // p
+    grid = xp.reshape(s, (batch, n, p, n, p))  # a view: grid[:, R, a, C, b] = s[:, R p + a, C p + b]
+
+    def colour(a: int, b: int):
+        """The sites at (R p + a, C p + b) for any integers a, b, as (batch, n, n) (periodic)."""
+        block = grid[:, :, a % p, :, b % p]
+        dr, dc = a // p, b // p
+        return block if dr == 0 and dc == 0 else xp.roll(xp.roll(block, -dr, axis=1), -dc, axis=2)
+
     for _ in range(checks.integer("n_sweeps", n_sweeps, 0)):
-        for a in range(span):
-            for b in range(span):
-                sf = _backend.astype(s, xp.float64)
+        for a in range(p):
+            for b in range(p):
                 h = hx + 0.0
-                for n, (i, j) in enumerate(vecs):
-                    nb = (_roll2(sf, i, j, xp) + _roll2(sf, -i, -j, xp))[..., a::span, b::span]
-                    h = h + kx[:, n, ...] * nb
-                sub = s[..., a::span, b::span]
-                subf = sf[..., a::span, b::span]
-                accept = _uniform(rng, tuple(sub.shape), xp) < xp.exp(xp.minimum(2.0 * subf * h, 0.0))
-                s[..., a::span, b::span] = xp.where(accept, -sub, sub)
+                for m, (i, j) in enumerate(vecs):
+                    pair = _backend.astype(colour(a + i, b + j), xp.float64) + _backend.astype(colour(a - i, b - j), xp.float64)
+                    h = h + kx[:, m, ...] * pair
+                sub = grid[:, :, a, :, b]
+                accept = _uniform(rng, tuple(sub.shape), xp) < xp.exp(xp.minimum(2.0 * _backend.astype(sub, xp.float64) * h, 0.0))
+                grid[:, :, a, :, b] = xp.where(accept, -sub, sub)
     return s
 
 
