@@ -13,7 +13,8 @@ import pytest
 import sashelpers
 
 LAYERS = ("core", "physics", "measured", "learn", "studies")
-STUDY_EDGES = {("bayes_shapes", "inn_scatterers")}  # study 1's likelihood uses study 1's priors
+STUDY_EDGES = {("bayes_shapes", "inn_scatterers"),  # study 1's likelihood uses study 1's priors
+               ("gisaxs_dae", "gisaxs_cnn")}  # study 4 denoises study 3's images for study 3's CNN
 
 
 def _imports(path: Path, package: str):

@@ -1,0 +1,835 @@
+"""Study 4 (Schaefer & Skwarek, MLC 2024 poster): a denoising autoencoder (DAE) for GISAXS images.
+
+The DAE (``learn.nets.DenoisingAutoencoder``, trained with ``nets.denoising_loss`` on
+(noisy, clean) pairs) does three jobs on study 3's simulated images: it **denoises** them, its
+latent code tells **which kind of noise** an image carries (a small classifier/regressor on the
+code), and clustering the codes of a long measurement series **bins** its images by structure.
+This module holds the study's data and baselines; the network and its training live in
+``learn``.
+
+Images are study 3's: log-normalised GISAXS images ``x = 1 + log10(I / I_max) / decades``
+clipped to [0, 1] (``gisaxs.log_normalise``), square, q_z increasing along axis 0.
+``check_images`` guards every public entry point.
+
+* **Noise** (``NOISE_TYPES``, ``NOISE_LEVELS``, ``apply_noise``, ``random_noise``): one of five
+  kinds, each at a few levels, applied to the *linear* intensity (where a detector adds it) and
+  re-log-normalised, exactly as study 3's ``gisaxs_cnn.apply_condition``;
+  ``noise_of_condition`` maps study 3's ``CONDITIONS`` onto this catalogue so that results can be
+  reported per study-3 condition. ``severity`` is a number in [0, 1] per (kind, level), the
+  regression target for "how strong is the noise".
+* **Classical baselines** (``CLASSICAL_GRID``, ``denoise_classical``, ``tune_classical``,
+  ``classical_baseline``): Gaussian filter, non-local means, wavelet shrinkage and total
+  variation from scikit-image, applied to the log-normalised image (what the DAE sees), their
+  parameters chosen per noise condition on a **validation** set by mean PSNR. The test set is
+  never seen by the tuning: ``classical_baseline`` takes only the noisy test images.
+* **Metrics** (``psnr``, ``ssim``, ``metric_table``): per image, with ``data_range = 1`` (the
+  log-normalised scale), and per-condition means for the noisy input, the best classical
+  denoiser and the DAE.
+* **Measurement series** (``measurement_series``): a simulated annealing/deposition run of
+  hundreds of images: the structure changes in contiguous segments (dilute disordered spheres,
+  then superlattices of ``gisaxs.CLASSES``), the lattice constant drifts slowly within a
+  segment, and every image has its own noise draw. Labels are exact: ``render_series_image``
+  re-renders any image from its recorded parameters.
+* **Binning** (``cluster_codes``, ``binning_scores``, ``outlier_score``,
+  ``false_alarm_threshold``): k-means on pixels, on their principal components and on latent
+  codes, scored by the adjusted Rand index against the true structure; a Mahalanobis distance
+  in latent space flags images unlike the training set, at a threshold set for a chosen false
+  alarm rate on held-out in-distribution codes.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import torch
+
+from ..core import checks
+from ..physics import gisaxs
+from ..physics import noise as noise_models
+from . import gisaxs_cnn
+
+STUDY = "04_gisaxs_denoising_autoencoder"
+
+MIN_IMAGE_PX = 8  # smallest side accepted (the DAE's limit; SSIM needs 7 px)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+
+def check_images(images, *, linear: bool = False, name: str = "images") -> np.ndarray:
+    """``images`` as a float32 array (H, W) or (n, H, W) of square images, or a ValueError.
+
+    Parameters
+    ----------
+    images : array_like
+        One image (H, W) or a batch (n, H, W), n >= 1, H = W >= 8 px.
+    linear : bool
+        False (default): log-normalised images, every value in [0, 1]. True: linear intensities
+        (any unit, e.g. nm^6 or counts), every value >= 0.
+    name : str
+        The argument's name in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The images as float32 (a view of the input where it already is float32).
+
+    Raises
+    ------
+    ValueError
+        Wrong number of dimensions, non-square or smaller than 8 px, an empty batch, NaN or inf,
+        negative values, or (log-normalised) values above 1.
+    """
+    try:
+        a = np.asarray(images, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array of images (H, W) or (n, H, W)") from None
+    if a.ndim not in (2, 3):
+        raise ValueError(f"{name} has shape {a.shape}; expected one image (H, W) or a batch (n, H, W)")
+    h, w = a.shape[-2:]
+    if h != w:
+        raise ValueError(f"{name} has shape {a.shape}; the images must be square (H = W)")
+    if h < MIN_IMAGE_PX:
+        raise ValueError(f"{name} has shape {a.shape}; the images must be at least {MIN_IMAGE_PX} px per side")
+    if a.size == 0:
+        raise ValueError(f"{name} has shape {a.shape}; the batch is empty")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0:
+        what = "intensities" if linear else "values (log-normalised images lie in [0, 1])"
+        raise ValueError(f"{name} contains negative {what}: min = {lo:g}")
+    if not linear and hi > 1.0 + 1e-6:
+        raise ValueError(f"{name} has values above 1 (max = {hi:g}): log-normalised images lie in [0, 1]; "
+                         "pass linear intensities through gisaxs.log_normalise first")
+    return a
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{names} differ in shape: {a.shape} and {b.shape}")
+
+
+def _batch(a: np.ndarray) -> np.ndarray:
+    return a[None] if a.ndim == 2 else a
+
+
+# --------------------------------------------------------------------------------------------
+# The noise catalogue
+# --------------------------------------------------------------------------------------------
+
+NOISE_TYPES = ("none", "gaussian", "poisson", "smear", "resolution")
+
+#: Levels of each kind, weakest first. gaussian: noise sigma as a fraction of the image's mean
+#: linear intensity; poisson: photons in the brightest pixel; smear: Gaussian blur sigma in
+#: pixels; resolution: the fraction of the pixels kept along each side (down to
+#: round(fraction * size) px by area averaging, then back by bilinear interpolation).
+NOISE_LEVELS = {
+    "none": (0.0,),
+    "gaussian": (0.1, 0.2, 0.5, 1.0),
+    "poisson": (1e5, 1e4, 1e3, 1e2),
+    "smear": (0.5, 1.0, 2.0),
+    "resolution": (0.8, 0.6, 0.4, 0.2),
+}
+
+#: Allowed level range per kind (the catalogue is a sample of it).
+_LEVEL_RANGE = {"gaussian": (0.0, 100.0), "poisson": (1e-3, 1e12), "smear": (0.0, 100.0), "resolution": (0.0, 1.0)}
+
+
+def _check_noise(kind: str, level) -> float:
+    checks.one_of("kind", kind, NOISE_TYPES)
+    if kind == "none":
+        if level != 0:
+            raise ValueError(f"level={level!r}: the 'none' noise kind takes level 0")
+        return 0.0
+    lo, hi = _LEVEL_RANGE[kind]
+    unit = {"gaussian": "(sigma / mean intensity)", "poisson": "photons in the brightest pixel",
+            "smear": "px", "resolution": "(fraction of pixels kept per side)"}[kind]
+    return checks.number("level", level, lo, hi, lo_open=kind in ("poisson", "resolution"), unit=unit)
+
+
+def apply_noise(images, kind: str, level: float, rng=None, decades: float = 6.0) -> np.ndarray:
+    """One kind of noise at one level, applied to the linear intensity of log-normalised images.
+
+    As ``gisaxs_cnn.apply_condition``: the images are turned back into linear intensity
+    (``gisaxs_cnn.to_linear``: ``I / I_max = 10^(decades (x - 1))``, 0 where x = 0), the noise
+    model of ``physics.noise`` acts there, and the result is log-normalised again with the same
+    ``decades`` (negative intensities from Gaussian noise clip to 0; the image is renormalised
+    to its new maximum).
+
+    Parameters
+    ----------
+    images : array_like
+        Log-normalised images (H, W) or (n, H, W) in [0, 1].
+    kind : str
+        One of ``NOISE_TYPES``.
+    level : float
+        The kind's level (``NOISE_LEVELS`` lists the catalogue): gaussian sigma / mean
+        intensity per image, in [0, 100]; poisson photons in the brightest pixel, in
+        (0, 1e12]; smear sigma in px, in [0, 100]; resolution the fraction of pixels kept
+        per side, in (0, 1]; none: 0.
+    rng : numpy.random.Generator or int, optional
+        The random generator (or a seed); needed by gaussian and poisson only.
+    decades : float
+        Dynamic range of the log normalisation (study 3 uses 6).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 in [0, 1], the input's shape; for ``none`` an unchanged copy.
+    """
+    x = check_images(images)
+    level = _check_noise(kind, level)
+    decades = checks.positive("decades", decades, 30.0)
+    if kind == "none":
+        return x.copy()
+    lin = gisaxs_cnn.to_linear(x, decades)
+    if kind == "gaussian":
+        out = noise_models.gaussian_noise(lin, level, checks.generator(rng))
+    elif kind == "poisson":
+        out = noise_models.poisson_noise(lin, level, checks.generator(rng))
+    elif kind == "smear":
+        out = noise_models.smear(lin, level)
+    else:
+        size = x.shape[-1]
+        out = noise_models.reduce_resolution(lin, min(size, max(2, round(size * level))))
+    return gisaxs.log_normalise(out, decades)
+
+
+def severity(kind: str, level: float) -> float:
+    """How strong the noise is, in [0, 1]: a regression target comparable across kinds.
+
+    0 for ``none``. For the other kinds, the k-th of the n catalogue levels (weakest first,
+    ``NOISE_LEVELS``) has severity (k + 1) / n, so the weakest level of every kind is 1/n and
+    the strongest 1; levels between catalogue levels are interpolated linearly in ``log(level)``,
+    levels outside the catalogue's range get the nearest end (1/n or 1).
+    """
+    level = _check_noise(kind, level)
+    if kind == "none":
+        return 0.0
+    levels = np.log(np.asarray(NOISE_LEVELS[kind], dtype=np.float64))
+    x = math.log(level) if level > 0 else -math.inf
+    ranks = np.arange(1, len(levels) + 1) / len(levels)
+    if levels[-1] < levels[0]:  # poisson, resolution: a smaller level is stronger noise
+        levels, x = -levels, -x
+    return float(np.interp(x, levels, ranks))
+
+
+def random_noise(images, rng, *, kinds=NOISE_TYPES, continuous: bool = False, decades: float = 6.0):
+    """Each image gets one (kind, level), drawn independently: kind uniform over ``kinds``,
+    level uniform over the kind's catalogue levels (``continuous=True``: log-uniform between the
+    catalogue's extremes).
+
+    Parameters
+    ----------
+    images : array_like
+        Log-normalised images (n, H, W) (or one image (H, W), treated as n = 1).
+    rng : numpy.random.Generator or int
+        Generator or seed for the draws and the noise itself.
+    kinds : sequence of str
+        The kinds to draw from (default all of ``NOISE_TYPES``, ``none`` included).
+    continuous : bool
+        Draw levels continuously (for a severity regression) instead of from the catalogue.
+    decades : float
+        As in ``apply_noise``.
+
+    Returns
+    -------
+    noisy : numpy.ndarray
+        float32 (n, H, W) in [0, 1].
+    kind_index : numpy.ndarray
+        int64 (n,), index into ``NOISE_TYPES`` (not into ``kinds``).
+    level : numpy.ndarray
+        float64 (n,), the level used; ``severity(NOISE_TYPES[k], level)`` is its severity.
+    """
+    x = _batch(check_images(images))
+    rng = checks.generator(rng)
+    kinds = tuple(kinds)
+    if not kinds:
+        raise ValueError("kinds must name at least one noise kind")
+    for k in kinds:
+        checks.one_of("kind", k, NOISE_TYPES)
+    which = rng.integers(0, len(kinds), len(x))
+    kind_index = np.array([NOISE_TYPES.index(kinds[w]) for w in which], dtype=np.int64)
+    level = np.empty(len(x), dtype=np.float64)
+    out = np.empty_like(x)
+    for i, k in enumerate(kind_index):
+        kind = NOISE_TYPES[k]
+        level[i] = _draw_level(kind, rng, continuous)
+        out[i] = apply_noise(x[i], kind, level[i], rng, decades)
+    return out, kind_index, level
+
+
+def _draw_level(kind: str, rng, continuous: bool) -> float:
+    levels = NOISE_LEVELS[kind]
+    if kind == "none":
+        return 0.0
+    if continuous:
+        lo, hi = math.log(min(levels)), math.log(max(levels))
+        return float(math.exp(rng.uniform(lo, hi)))
+    return float(levels[int(rng.integers(0, len(levels)))])
+
+
+def noise_of_condition(condition: str) -> tuple[str, float]:
+    """Study 3's condition (``gisaxs_cnn.CONDITIONS``) as (kind, level) of this catalogue.
+
+    clean -> (none, 0); smear_s -> (smear, s); gauss_a -> (gaussian, a); poisson ->
+    (poisson, ``gisaxs_cnn.POISSON_COUNTS``); res_N -> (resolution, N / 125): the paper reduced
+    125 px images to N px, and ``gisaxs_cnn.res_pixels`` keeps that fraction at any size, so
+    ``apply_noise`` with this pair reproduces ``gisaxs_cnn.apply_condition`` exactly (same
+    generator state, same noise).
+    """
+    checks.one_of("condition", condition, gisaxs_cnn.CONDITIONS)
+    if condition == "clean":
+        return "none", 0.0
+    if condition == "poisson":
+        return "poisson", float(gisaxs_cnn.POISSON_COUNTS)
+    kind, _, value = condition.partition("_")
+    if kind == "res":
+        return "resolution", float(value) / gisaxs_cnn.PAPER_SIZE
+    return {"smear": "smear", "gauss": "gaussian"}[kind], float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Classical denoisers (scikit-image), tuned on validation data
+# --------------------------------------------------------------------------------------------
+
+def _grid(**axes) -> tuple[dict, ...]:
+    keys = list(axes)
+    combos = [()]
+    for k in keys:
+        combos = [c + (v,) for c in combos for v in axes[k]]
+    return tuple(dict(zip(keys, c)) for c in combos)
+
+
+#: The parameter grid of each classical denoiser (22 settings). identity: no denoising, so that
+#: the tuned baseline is never worse than the noisy input on the validation set. gaussian:
+#: ``skimage.filters.gaussian``, sigma in px. nl_means: ``skimage.restoration.denoise_nl_means``
+#: (fast mode; patch_size and patch_distance in px, h the patch-distance cut-off in
+#: log-normalised units). wavelet: ``denoise_wavelet`` (soft thresholds, the noise sigma
+#: estimated per image). tv: ``denoise_tv_chambolle``, weight in log-normalised units.
+CLASSICAL_GRID = {
+    "identity": ({},),
+    "gaussian": _grid(sigma=(0.5, 1.0, 2.0, 3.0)),
+    "nl_means": _grid(patch_size=(3, 5), patch_distance=(4,), h=(0.05, 0.1, 0.2, 0.4)),
+    "wavelet": _grid(wavelet=("db1", "db2"), method=("BayesShrink", "VisuShrink")),
+    "tv": _grid(weight=(0.05, 0.1, 0.2, 0.4, 0.8)),
+}
+METHODS = tuple(CLASSICAL_GRID)
+_PARAMS = {"identity": set(), "gaussian": {"sigma"}, "nl_means": {"patch_size", "patch_distance", "h"},
+           "wavelet": {"wavelet", "method"}, "tv": {"weight"}}
+
+
+def denoise_classical(images, method: str, params: dict | None = None) -> np.ndarray:
+    """One classical denoiser applied to each log-normalised image separately.
+
+    Parameters
+    ----------
+    images : array_like
+        Log-normalised images (H, W) or (n, H, W) in [0, 1].
+    method : str
+        One of ``METHODS`` (see ``CLASSICAL_GRID``).
+    params : dict, optional
+        The method's parameters (keys as in ``CLASSICAL_GRID``; missing keys take
+        scikit-image's defaults).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, the input's shape, clipped to [0, 1].
+    """
+    from skimage import filters, restoration
+
+    x = check_images(images)
+    checks.one_of("method", method, METHODS)
+    params = dict(params or {})
+    unknown = set(params) - _PARAMS[method]
+    if unknown:
+        raise ValueError(f"unknown parameters {sorted(unknown)} for method {method!r}; "
+                         f"allowed: {', '.join(sorted(_PARAMS[method])) or 'none'}")
+    b = _batch(x)
+    if method == "identity":
+        out = b.copy()
+    elif method == "gaussian":
+        s = checks.number("sigma", params.get("sigma", 1.0), 0.0, 100.0, unit="px")
+        out = filters.gaussian(b, sigma=(0.0, s, s), mode="nearest", preserve_range=True)
+    elif method == "nl_means":
+        kw = {"patch_size": checks.integer("patch_size", params.get("patch_size", 3), 1, 64),
+              "patch_distance": checks.integer("patch_distance", params.get("patch_distance", 4), 1, 64),
+              "h": checks.positive("h", params.get("h", 0.1))}
+        out = np.stack([restoration.denoise_nl_means(im, fast_mode=True, **kw) for im in b])
+    elif method == "wavelet":
+        out = restoration.denoise_wavelet(b, wavelet=params.get("wavelet", "db1"), mode="soft",
+                                          method=params.get("method", "BayesShrink"), rescale_sigma=True,
+                                          channel_axis=0)
+    else:
+        weight = checks.positive("weight", params.get("weight", 0.1))
+        out = restoration.denoise_tv_chambolle(b, weight=weight, channel_axis=0)
+    out = np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+    return out[0] if x.ndim == 2 else out
+
+
+def _groups(noisy_val, clean_val) -> dict:
+    if isinstance(noisy_val, dict):
+        if clean_val is not None:
+            raise ValueError("pass either a dict {condition: (noisy, clean)} or the arrays noisy_val, clean_val")
+        groups = noisy_val
+    else:
+        if clean_val is None:
+            raise ValueError("clean_val is missing: the clean validation images the noisy ones came from")
+        groups = {"all": (noisy_val, clean_val)}
+    if not groups:
+        raise ValueError("no validation data: the dict of conditions is empty")
+    out = {}
+    for cond, pair in groups.items():
+        try:
+            noisy, clean = pair
+        except (TypeError, ValueError):
+            raise ValueError(f"validation[{cond!r}] must be a pair (noisy, clean) of image arrays") from None
+        noisy, clean = check_images(noisy, name=f"noisy[{cond!r}]"), check_images(clean, name=f"clean[{cond!r}]")
+        _same_shape(noisy, clean, f"noisy and clean validation images of {cond!r}")
+        out[cond] = (noisy, clean)
+    return out
+
+
+def tune_classical(noisy_val, clean_val=None, *, methods=METHODS, grid: dict | None = None) -> dict:
+    """The best classical denoiser and its parameters per noise condition, by mean PSNR on the
+    **validation** images (the only data this function takes).
+
+    Parameters
+    ----------
+    noisy_val : dict or array_like
+        ``{condition: (noisy, clean)}`` of validation image arrays (n, H, W), one entry per
+        noise condition, each tuned on its own; or the noisy validation images of a single
+        group (then ``clean_val`` holds their clean versions, and the group is ``"all"``).
+    clean_val : array_like, optional
+        The clean validation images when ``noisy_val`` is an array.
+    methods : sequence of str
+        The methods to try (default all of ``METHODS``; keep ``identity`` to never do worse
+        than the noisy input).
+    grid : dict, optional
+        ``{method: sequence of parameter dicts}`` replacing ``CLASSICAL_GRID`` for those methods.
+
+    Returns
+    -------
+    dict
+        ``{condition: {"method", "params", "psnr", "noisy_psnr", "scores"}}``: the winner, its
+        mean validation PSNR in dB, that of the noisy input, and every (method, params, mean
+        PSNR) tried. Ties go to the first tried (identity first). A condition with identical
+        noisy and clean images has infinite PSNR.
+    """
+    groups = _groups(noisy_val, clean_val)
+    methods = tuple(methods)
+    if not methods:
+        raise ValueError("methods must name at least one method")
+    for m in methods:
+        checks.one_of("method", m, METHODS)
+    grid = {**CLASSICAL_GRID, **(grid or {})}
+    for m in grid:
+        checks.one_of("grid method", m, METHODS)
+    result = {}
+    for cond, (noisy, clean) in groups.items():
+        scores = []
+        for m in methods:
+            for params in grid[m]:
+                scores.append((m, dict(params), float(np.mean(psnr(clean, denoise_classical(noisy, m, params))))))
+        best = max(range(len(scores)), key=lambda i: (scores[i][2], -i))
+        result[cond] = {"method": scores[best][0], "params": scores[best][1], "psnr": scores[best][2],
+                        "noisy_psnr": float(np.mean(psnr(clean, noisy))), "scores": scores}
+    return result
+
+
+def classical_baseline(validation: dict, test_noisy: dict, **tune_kwargs) -> dict:
+    """Tune on the validation set, then denoise the test set with each condition's winner.
+
+    Parameters
+    ----------
+    validation : dict
+        ``{condition: (noisy, clean)}`` validation images, as for ``tune_classical``.
+    test_noisy : dict
+        ``{condition: noisy test images}``: the noisy images only, so the clean test images
+        cannot leak into the choice. Every condition must be in ``validation``.
+    **tune_kwargs
+        ``methods`` and ``grid`` for ``tune_classical``.
+
+    Returns
+    -------
+    dict
+        ``{"tuned": tune_classical's result, "denoised": {condition: float32 images}}``.
+    """
+    if not isinstance(test_noisy, dict):
+        raise ValueError("test_noisy must be a dict {condition: noisy test images}")  # noqa: TRY004
+    missing = set(test_noisy) - set(validation)
+    if missing:
+        raise ValueError(f"test conditions {sorted(map(str, missing))} have no validation data to tune on")
+    tuned = tune_classical(validation, **tune_kwargs)
+    denoised = {c: denoise_classical(x, tuned[c]["method"], tuned[c]["params"]) for c, x in test_noisy.items()}
+    return {"tuned": tuned, "denoised": denoised}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+def _pairs(clean, other):
+    c, o = check_images(clean, name="clean"), check_images(other, name="other")
+    _same_shape(c, o, "clean and other")
+    return _batch(c).astype(np.float64), _batch(o).astype(np.float64)
+
+
+def psnr(clean, other) -> np.ndarray:
+    """Peak signal-to-noise ratio per image in dB, ``10 log10(1 / MSE)`` (data range 1, the
+    log-normalised scale; ``skimage.metrics.peak_signal_noise_ratio``). Images (H, W) or
+    (n, H, W); returns float64 (n,) (n = 1 for one image); identical images give inf."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    c, o = _pairs(clean, other)
+    with np.errstate(divide="ignore"):
+        return np.array([peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(c, o)])
+
+
+def ssim(clean, other) -> np.ndarray:
+    """Structural similarity per image (``skimage.metrics.structural_similarity``, 7 x 7
+    windows, data range 1). Images (H, W) or (n, H, W); returns float64 (n,), 1 = identical."""
+    from skimage.metrics import structural_similarity
+
+    c, o = _pairs(clean, other)
+    return np.array([structural_similarity(a, b, data_range=1.0) for a, b in zip(c, o)])
+
+
+def metric_table(clean, noisy: dict, best_classical: dict, dae: dict | None = None) -> dict:
+    """Mean PSNR (dB) and SSIM per condition of the noisy input, the best classical denoiser and
+    the DAE, all against the same clean images.
+
+    Parameters
+    ----------
+    clean : array_like or dict
+        The clean test images (n, H, W), shared by every condition, or ``{condition: images}``.
+    noisy, best_classical : dict
+        ``{condition: images}`` of the same shape as the clean ones.
+    dae : dict, optional
+        ``{condition: DAE output}``; the "dae" rows are left out when None.
+
+    Returns
+    -------
+    dict
+        ``{condition: {"noisy" | "best_classical" | "dae": {"psnr": mean, "ssim": mean}}}``.
+    """
+    outputs = {"noisy": noisy, "best_classical": best_classical}
+    if dae is not None:
+        outputs["dae"] = dae
+    for key, d in outputs.items():
+        if not isinstance(d, dict):
+            raise ValueError(f"{key} must be a dict {{condition: images}}")  # noqa: TRY004 (as checks)
+        if set(d) != set(noisy):
+            raise ValueError(f"{key} has conditions {sorted(d)}; noisy has {sorted(noisy)}")
+    table = {}
+    for cond in noisy:
+        ref = clean[cond] if isinstance(clean, dict) else clean
+        table[cond] = {key: {"psnr": float(np.mean(psnr(ref, d[cond]))), "ssim": float(np.mean(ssim(ref, d[cond])))}
+                       for key, d in outputs.items()}
+    return table
+
+
+@torch.no_grad()
+def dae_outputs(model: torch.nn.Module, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """A trained ``nets.DenoisingAutoencoder`` on log-normalised images (n, H, W), in eval mode
+    on the model's device: (denoised images float32 (n, H, W), latent codes float32 (n, latent))."""
+    x = _batch(check_images(images))
+    batch_size = checks.integer("batch_size", batch_size, 1, 1 << 20)
+    model.eval()
+    device = next(model.parameters()).device
+    out, codes = [], []
+    for s in range(0, len(x), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size])).to(device)
+        out.append(model(xb).cpu().numpy())
+        codes.append(model.encode(xb).cpu().numpy())
+    return np.concatenate(out).astype(np.float32), np.concatenate(codes).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# A simulated measurement series
+# --------------------------------------------------------------------------------------------
+
+#: Structures of a series: study 3's seven superlattice classes (same indices as
+#: ``gisaxs.CLASS_NAMES``) and, last, dilute polydisperse spheres without a lattice.
+SERIES_CLASSES = (*gisaxs.CLASS_NAMES, "disordered")
+DISORDERED = len(gisaxs.CLASS_NAMES)
+DISORDERED_RADIUS_NM = (3.0, 12.0)  # median sphere radius of a disordered segment, nm
+DISORDERED_SIGMA_MAX = 0.3  # largest log-normal width of the radii
+_N_RADII = 5  # radii (quantiles of the log-normal) averaged in a disordered image
+
+
+def render_series_image(class_index: int, params: dict, config: dict) -> np.ndarray:
+    """The clean log-normalised image (float32 (S, S)) of one series image from its class index
+    (into ``SERIES_CLASSES``) and its recorded parameters, with the series' dataset config.
+
+    Lattice classes: ``gisaxs_cnn.render``. Disordered: the mean linear intensity of one sphere
+    (``render`` of a single cell) at ``n_radii`` radii, the quantiles of a log-normal of median
+    ``radius_nm`` and width ``sigma_log``, then log-normalised (as
+    ``gisaxs_cnn.isolated_sphere_images``).
+    """
+    c = checks.integer("class_index", class_index, 0, len(SERIES_CLASSES) - 1)
+    if c != DISORDERED:
+        return gisaxs_cnn.render(SERIES_CLASSES[c], params, config)
+    n = checks.integer("n_radii", params["n_radii"], 1, 100)
+    z = [NormalDist().inv_cdf((k + 0.5) / n) for k in range(n)]
+    total = 0.0
+    for r in float(params["radius_nm"]) * np.exp(float(params["sigma_log"]) * np.asarray(z)):
+        one = {"lattice_nm": 4.0 * r, "radius_nm": float(r), "reps": (1, 1, 1),
+               "alpha_i_deg": params["alpha_i_deg"], "angles_deg": [0.0]}
+        total = total + gisaxs_cnn.render("SC[100]", one, config, normalise=False).astype(np.float64)
+    return gisaxs.log_normalise(total / n, config["decades"])
+
+
+def _segment_lengths(n: int, n_segments: int, rng) -> np.ndarray:
+    """n split into n_segments contiguous parts, each at least n // (2 n_segments) long."""
+    base = n // (2 * n_segments)
+    extra = rng.multinomial(n - base * n_segments, rng.dirichlet(np.ones(n_segments)))
+    return base + extra
+
+
+def _segment_plan(cls: int, config: dict, drift: float, rng) -> dict:
+    """What stays fixed in one segment, and where its drifting size starts and ends."""
+    if cls == DISORDERED:
+        lo, hi = DISORDERED_RADIUS_NM
+        start = float(rng.uniform(lo, hi))
+        return {"start": start, "end": float(np.clip(start * (1 + rng.uniform(-drift, drift)), lo, hi)),
+                "sigma_log": float(rng.uniform(0.0, DISORDERED_SIGMA_MAX))}
+    lo, hi = config["lattice_nm"]
+    start = float(rng.uniform(lo, hi))
+    return {"start": start, "end": float(np.clip(start * (1 + rng.uniform(-drift, drift)), lo, hi)),
+            "radius_fraction": float(rng.uniform(*config["radius_fraction"])),
+            "reps": int(rng.integers(config["reps"][0], config["reps"][1] + 1)),
+            "reps_z": int(rng.integers(config["reps_z"][0], config["reps_z"][1] + 1)),
+            "hexagon": bool(rng.uniform() < config["hexagon_fraction"])}
+
+
+def _image_params(cls: int, plan: dict, t: float, alpha: float, config: dict, rng) -> dict:
+    """One image's parameters at fraction t in [0, 1] of its segment (grain orientations drawn
+    afresh from rng: every exposure sees other grains)."""
+    size = plan["start"] + (plan["end"] - plan["start"]) * t
+    if cls == DISORDERED:
+        return {"radius_nm": size, "sigma_log": plan["sigma_log"], "alpha_i_deg": alpha, "n_radii": _N_RADII}
+    fixed = gisaxs_cnn.dataset_config(**{
+        **config, "lattice_nm": [size, size], "radius_fraction": [plan["radius_fraction"]] * 2,
+        "reps": [plan["reps"]] * 2, "reps_z": [plan["reps_z"]] * 2, "alpha_i_deg": [alpha, alpha],
+        "hexagon_fraction": 1.0 if plan["hexagon"] else 0.0})
+    return gisaxs_cnn.sample_parameters(SERIES_CLASSES[cls], fixed, rng)
+
+
+def measurement_series(n_images: int, seed: int, config: dict, *, n_segments: int = 4, lattice_classes=None,
+                       start_disordered: bool = True, drift: float = 0.1, noise_kinds=NOISE_TYPES) -> dict:
+    """A simulated annealing/deposition run: ``n_images`` GISAXS images in time order whose
+    structure changes in ``n_segments`` contiguous segments.
+
+    The plan (from ``seed``): segment lengths (each at least ``n_images // (2 n_segments)``);
+    the structure of each segment, by default dilute disordered spheres first, then
+    superlattice classes in a random order without repeating a class in consecutive segments;
+    one incidence angle for the whole run; per lattice segment one radius fraction, cell
+    counts and outline, and a lattice constant that drifts linearly from its start to its end
+    value (a relative change of at most ``drift``, within the config's range; for the
+    disordered segment the median radius drifts the same way, a slow ripening). Image ``i``
+    draws its grain orientations and its noise (kind uniform over ``noise_kinds``, level from
+    ``NOISE_LEVELS``) from its own generator ``default_rng([seed, 4004, i])``.
+
+    Parameters
+    ----------
+    n_images : int
+        Images in the series, at least 2 ``n_segments``.
+    seed : int
+        Everything is a function of (seed, arguments): the same seed gives identical arrays.
+    config : dict
+        A study-3 dataset config (``gisaxs_cnn.dataset_config`` keys: image size, supersample,
+        n_orient, q window, parameter ranges, decades, substrate).
+    n_segments : int
+        Number of segments (structures) along the series.
+    lattice_classes : sequence of str, optional
+        The superlattice classes to use (default all of ``gisaxs.CLASS_NAMES``).
+    start_disordered : bool
+        Begin with a disordered segment (else every segment is a lattice).
+    drift : float
+        Largest relative change of the lattice constant (or radius) over a segment, in [0, 1).
+    noise_kinds : sequence of str
+        Noise kinds drawn per image (``NOISE_TYPES`` by default, ``none`` included).
+
+    Returns
+    -------
+    dict
+        images: float32 (n, S, S) noisy, log-normalised; clean: float32 (n, S, S) before noise;
+        class_index: int64 (n,) into ``SERIES_CLASSES`` (the class actually rendered);
+        segment: int64 (n,) 0, 1, ...; noise_kind: int64 (n,) into ``NOISE_TYPES``;
+        noise_level: float64 (n,); severity: float64 (n,); lattice_nm: float64 (n,) (NaN for
+        disordered images); params: list of n parameter dicts (``render_series_image`` takes
+        them); classes: ``SERIES_CLASSES``; config: the validated config.
+    """
+    config = gisaxs_cnn.dataset_config(**config)
+    n_segments = checks.integer("n_segments", n_segments, 1, 1000)
+    n = checks.integer("n_images", n_images, 2 * n_segments, 10_000_000)
+    seed = checks.integer("seed", seed, 0)
+    drift = checks.number("drift", drift, 0.0, 1.0, hi_open=True)
+    names = gisaxs.CLASS_NAMES if lattice_classes is None else tuple(lattice_classes)
+    if not names:
+        raise ValueError("lattice_classes must name at least one class")
+    for name in names:
+        checks.one_of("lattice class", name, gisaxs.CLASS_NAMES)
+    kinds = tuple(noise_kinds)
+    if not kinds:
+        raise ValueError("noise_kinds must name at least one noise kind")
+    for k in kinds:
+        checks.one_of("noise kind", k, NOISE_TYPES)
+
+    plan_rng = np.random.default_rng([seed, 4004])
+    lengths = _segment_lengths(n, n_segments, plan_rng)
+    order = [gisaxs.CLASS_NAMES.index(c) for c in plan_rng.permutation(np.array(names))]
+    seg_class = [DISORDERED] if start_disordered else []
+    while len(seg_class) < n_segments:
+        seg_class.append(order[(len(seg_class) - bool(start_disordered)) % len(order)])
+    alpha = float(plan_rng.uniform(*config["alpha_i_deg"]))
+    plans = [_segment_plan(c, config, drift, plan_rng) for c in seg_class]
+
+    segment = np.repeat(np.arange(n_segments), lengths).astype(np.int64)
+    class_index = np.asarray(seg_class, dtype=np.int64)[segment]
+    size = config["image_size"]
+    clean = np.empty((n, size, size), dtype=np.float32)
+    images = np.empty_like(clean)
+    noise_kind = np.empty(n, dtype=np.int64)
+    noise_level = np.empty(n, dtype=np.float64)
+    lattice = np.full(n, np.nan)
+    params = []
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for i in range(n):
+        s = segment[i]
+        t = (i - starts[s]) / max(lengths[s] - 1, 1)
+        rng = np.random.default_rng([seed, 4004, i])
+        p = _image_params(int(class_index[i]), plans[s], t, alpha, config, rng)
+        params.append(p)
+        if class_index[i] != DISORDERED:
+            lattice[i] = p["lattice_nm"]
+        clean[i] = render_series_image(int(class_index[i]), p, config)
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        noise_kind[i], noise_level[i] = NOISE_TYPES.index(kind), _draw_level(kind, rng, False)
+        images[i] = apply_noise(clean[i], kind, noise_level[i], rng, config["decades"])
+    sev = np.array([severity(NOISE_TYPES[k], v) for k, v in zip(noise_kind, noise_level)])
+    return {"images": images, "clean": clean, "class_index": class_index, "segment": segment,
+            "noise_kind": noise_kind, "noise_level": noise_level, "severity": sev, "lattice_nm": lattice,
+            "params": params, "classes": SERIES_CLASSES, "config": config}
+
+
+# --------------------------------------------------------------------------------------------
+# Binning by clustering, and outliers in latent space
+# --------------------------------------------------------------------------------------------
+
+def _codes(codes, name: str = "codes", min_rows: int = 2) -> np.ndarray:
+    c = checks.array(name, codes, ndim=2)
+    if len(c) < min_rows:
+        raise ValueError(f"{name} has {len(c)} rows; expected at least {min_rows}")
+    return c
+
+
+def cluster_codes(codes, n_clusters: int, seed: int = 0, *, standardise: bool = True) -> np.ndarray:
+    """k-means cluster labels (int64 (n,)) of feature vectors ``codes`` (n, d).
+
+    Each feature is standardised to zero mean and unit variance first (latent dimensions have
+    no common unit); ``standardise=False`` keeps the features' own scale (pixels, which share
+    one). ``sklearn.cluster.KMeans`` with 10 initialisations, seeded.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import StandardScaler
+
+    c = _codes(codes)
+    k = checks.integer("n_clusters", n_clusters, 1, len(c))
+    if standardise:
+        c = StandardScaler().fit_transform(c)
+    km = KMeans(n_clusters=k, n_init=10, random_state=checks.integer("seed", seed, 0, 2**32 - 1))
+    return km.fit_predict(c).astype(np.int64)
+
+
+def binning_scores(images, labels, codes=None, n_clusters: int | None = None, seed: int = 0, *,
+                   n_components: int = 20) -> dict:
+    """How well k-means bins images by their true labels, from three representations.
+
+    Parameters
+    ----------
+    images : array_like
+        Log-normalised images (n, H, W).
+    labels : array_like
+        The true bin of each image (n,), e.g. a series' ``class_index`` or ``segment``.
+    codes : array_like, optional
+        Latent codes (n, d) of the same images (e.g. from ``dae_outputs``).
+    n_clusters : int, optional
+        k of k-means (default: the number of distinct labels).
+    seed : int
+        Seed of k-means and of the PCA.
+    n_components : int
+        Principal components kept for "pca" (at most n - 1 and the pixel count).
+
+    Returns
+    -------
+    dict
+        Adjusted Rand index (1 = the true binning, about 0 = chance) for "pixels" (k-means on
+        the raw log-normalised pixels), "pca" (on the leading principal components of the
+        pixels) and "dae" (on the standardised codes; only when codes is given).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    x = _batch(check_images(images))
+    y = np.asarray(labels)
+    if y.shape != (len(x),):
+        raise ValueError(f"labels have shape {y.shape}; expected ({len(x)},), one per image")
+    k = len(np.unique(y)) if n_clusters is None else checks.integer("n_clusters", n_clusters, 1, len(x))
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    n_comp = checks.integer("n_components", n_components, 1, 100_000)
+    n_comp = min(n_comp, len(x) - 1, flat.shape[1])
+    if n_comp < 1:
+        raise ValueError("binning needs at least 2 images")
+    out = {"pixels": adjusted_rand_score(y, cluster_codes(flat, k, seed, standardise=False))}
+    pcs = PCA(n_components=n_comp, random_state=seed).fit_transform(flat)
+    out["pca"] = adjusted_rand_score(y, cluster_codes(pcs, k, seed, standardise=False))
+    if codes is not None:
+        c = _codes(codes)
+        if len(c) != len(x):
+            raise ValueError(f"codes have {len(c)} rows for {len(x)} images")
+        out["dae"] = adjusted_rand_score(y, cluster_codes(c, k, seed))
+    return {key: float(v) for key, v in out.items()}
+
+
+def outlier_score(train_codes, codes, *, ridge: float = 1e-6) -> np.ndarray:
+    """Mahalanobis distance of each code from the training codes' distribution: higher = less
+    like the training data.
+
+    Each latent dimension is centred and scaled by its training standard deviation (a constant
+    dimension by 1), the correlation matrix of the training codes is diagonalised (a PCA
+    whitening), and ``ridge`` is added to its eigenvalues so that directions the training codes
+    do not vary in stay finite. The score is the length of the whitened code: unchanged when a
+    latent dimension is rescaled. Returns float64 (m,) for codes (m, d).
+    """
+    t = _codes(train_codes, "train_codes")
+    c = checks.array("codes", codes, ndim=2)
+    if c.shape[1] != t.shape[1]:
+        raise ValueError(f"codes have {c.shape[1]} dimensions; the training codes have {t.shape[1]}")
+    ridge = checks.number("ridge", ridge, 0.0, 1.0, lo_open=True)
+    mean, std = t.mean(axis=0), t.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    zt, zc = (t - mean) / std, (c - mean) / std
+    var, vecs = np.linalg.eigh(np.atleast_2d(np.cov(zt, rowvar=False)))
+    w = (zc @ vecs) / np.sqrt(np.maximum(var, 0.0) + ridge)
+    return np.sqrt((w * w).sum(axis=1))
+
+
+def false_alarm_threshold(train_codes, val_codes, rate: float = 0.01) -> float:
+    """The ``outlier_score`` above which only a fraction ``rate`` of in-distribution images
+    fall: the (1 - rate) quantile of the scores of held-out in-distribution codes
+    ``val_codes`` against ``train_codes``.
+
+    Held-out codes, not the training codes themselves: the training codes shaped the mean and
+    covariance, so their own scores are biased low and a threshold set on them would flag more
+    than ``rate`` of new in-distribution images.
+    """
+    rate = checks.number("rate", rate, 0.0, 0.5, lo_open=True)
+    scores = outlier_score(train_codes, _codes(val_codes, "val_codes", 1))
+    return float(np.quantile(scores, 1.0 - rate))
