@@ -161,3 +161,32 @@ def test_feedback_reaches_realisable_targets():
     np.testing.assert_allclose(out["concentration"], 0.5, atol=0.03)
     with pytest.raises(ValueError, match="targets"):
         d.fit_couplings(np.zeros(4), 2, 8, rng)
+
+
+def test_unrealisable_targets_name_the_bound():
+    with pytest.raises(ValueError, match="pair bound"):
+        d.check_realisable([-0.5, 0.0, 0.0], 2, 0.2)  # at m = 0.2, c >= -0.25
+    d.check_realisable([-0.2, 0.0, 0.0], 2, 0.2)
+    with pytest.raises(ValueError, match="triangle bound"):
+        d.check_realisable([-0.6, -0.6, -0.6], 2)  # c10 + c01 + c11 = -1.8 < -1
+    with pytest.raises(ValueError, match="triangle bound"):
+        d.check_realisable([0.9, 0.9, -0.9], 2)  # -c01 - c10 + c11 = -2.7 < -1
+    d.check_realisable([-0.4, -0.4, 0.3], 2)  # antiferro-like: fine
+    with pytest.raises(ValueError, match="spectrum bound"):
+        d.check_realisable([0.45, 0.45, 0.0], 2, spectrum=True)  # 1 + 2(0.45 cos + 0.45 cos) < 0 at h = (1/2, 1/2)
+    with pytest.raises(ValueError, match="triangle bound"):
+        d.fit_couplings([-0.6, -0.6, -0.6], 2, 8, np.random.default_rng(0))
+
+
+def test_every_simulated_lattice_passes_the_necessary_bounds():
+    """Lattices from Monte Carlo (ordering and clustering couplings) never break the pair or
+    triangle bounds: the checks cannot refuse a real lattice."""
+    rng = np.random.default_rng(11)
+    k = rng.uniform(-0.6, 0.6, (64, 3))
+    s = d.random_spins(64, 16, rng)
+    d.sweep(s, k, 0.0, rng, 30)
+    c = d.correlations(s, 2)
+    m = d.concentration_of(s)
+    assert np.any(m == 0.5) and np.any(c.min(axis=1) < -0.2) and np.any(c.max(axis=1) > 0.2)
+    for ci, mi in zip(c, m):
+        d.check_realisable(ci, 2, mi)

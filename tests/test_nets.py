@@ -87,3 +87,19 @@ def test_input_transforms_known_values():
     with pytest.raises(ValueError, match="input_transform"):
         nets.ResNetCNN(16, input_transform="log10")
     assert nets.ResNetCNN(16, input_transform="asinh").config["input_transform"] == "asinh"
+
+
+def test_regression_cnn_sizes_and_scale():
+    from sashelpers.learn.nets import RegressionCNN
+
+    small, large = RegressionCNN(64, 15), RegressionCNN(64, 15, width=64, hidden=850)
+    assert 0.19e6 < small.n_parameters() < 0.23e6 and 7.0e6 < large.n_parameters() < 7.4e6  # the slides' two nets
+    torch.manual_seed(0)
+    net = RegressionCNN(32, 3, bin=2).eval()
+    x = torch.rand(4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(250.0 * x))  # divided by its own mean: scale-free
+    with pytest.raises(ValueError, match="expected"):
+        net(torch.rand(2, 16, 16))
+    with pytest.raises(ValueError, match="multiple of 8 x bin"):
+        RegressionCNN(40, 3, bin=2)

@@ -302,6 +302,28 @@ def paper_vs_run(rec, archived_run=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def experiment_path(study: str, name: str, profile: str) -> Path:
+    """Where a study's archived experiment ``name`` at ``profile`` is kept (in git):
+    book/records/experiments/<NN>_<name>@<profile>.json, NN the study's number."""
+    return repo_root() / "book" / "records" / "experiments" / f"{study[:2]}_{name}@{profile}.json"
+
+
+def load_experiment(study: str, name: str, profile: str) -> dict | None:
+    """The archived result of a study's experiment at ``profile`` (see ``experiment_path``), or None."""
+    path = experiment_path(study, name, profile)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_experiment(study: str, name: str, profile: str, record: dict, out: Path | None = None) -> Path:
+    """Write an experiment's record (with hardware and git commit added) as JSON; return the path."""
+    record = {"experiment": f"{study[:2]} {name}", "profile": profile, "hardware": hardware(),
+              "git_commit": git_commit(), **record}
+    path = Path(out) if out else experiment_path(study, name, profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(record), indent=1) + "\n")
+    return path
+
+
 def archive_dir() -> Path:
     """``book/records``: records of runs at profiles CI does not repeat, kept in git."""
     return repo_root() / "book" / "records"

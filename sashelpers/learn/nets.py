@@ -200,6 +200,63 @@ class ResNetCNN(_ImageNet):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.n_classes))
 
 
+class RegressionCNN(nn.Module):
+    """A CNN from a non-negative intensity image to ``n_out`` real numbers (study 5).
+
+    The image is divided by its own mean first (so an unknown absolute scale does not matter),
+    optionally log-compressed (``log=True``: log(1 + I / mean)), optionally binned ``bin`` x ``bin``
+    (a cheap first step: averaging neighbouring pixels of I(h) keeps the short-range
+    correlations almost unchanged), then [conv3x3 - ReLU - average pool 2] x 3 with width, 2 width, 2 width channels, flattened,
+    FC(hidden) - ReLU - FC(n_out). Average (not max) pooling keeps the network close to the
+    linear map that relates a clean image to its correlations (see study 5). width 16 and
+    hidden 96 on 64 px give about 0.21 M parameters, width 64 and hidden 850 about 7.2 M.
+    """
+
+    def __init__(self, image_size: int = 64, n_out: int = 3, *, width: int = 16, hidden: int = 96,
+                 log: bool = False, bin: int = 1):
+        super().__init__()
+        self.image_size = checks.integer("image_size", image_size, 8, 1024)
+        self.bin = checks.integer("bin", bin, 1, 16)
+        if self.image_size % (8 * self.bin):
+            raise ValueError(f"image_size={image_size} must be a multiple of 8 x bin = {8 * self.bin} "
+                             "(binning, then three 2x poolings)")
+        self.n_out = checks.integer("n_out", n_out, 1, 10_000)
+        width = checks.integer("width", width, 1, 1024)
+        hidden = checks.integer("hidden", hidden, 1, 65_536)
+        self.log = bool(log)
+        self.config = {"image_size": self.image_size, "n_out": self.n_out, "width": width, "hidden": hidden,
+                       "log": self.log, "bin": self.bin}
+        w2, side = 2 * width, self.image_size // (8 * self.bin)
+        self.conv = nn.Sequential(
+            nn.AvgPool2d(self.bin) if self.bin > 1 else nn.Identity(),
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(inplace=True), nn.AvgPool2d(2),
+            nn.Conv2d(width, w2, 3, padding=1), nn.ReLU(inplace=True), nn.AvgPool2d(2),
+            nn.Conv2d(w2, w2, 3, padding=1), nn.ReLU(inplace=True), nn.AvgPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(w2 * side * side, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, self.n_out))
+
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError("x must be a floating torch.Tensor")
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, self.image_size, self.image_size):
+            raise ValueError(f"x has shape {tuple(x.shape)}; expected (batch, {self.image_size}, {self.image_size})")
+        x = x / torch.clamp(x.mean(dim=(-2, -1), keepdim=True), min=1e-30)
+        if self.log:
+            x = torch.log1p(torch.clamp(x, min=0.0))
+        return self.head(self.conv(x))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def regression_loss(model: nn.Module, batch) -> torch.Tensor:
+    """Mean squared error of ``model(x)`` against targets y, for ``training.fit``."""
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y.float())
+
+
 class DenoisingAutoencoder(nn.Module):
     """Convolutional autoencoder for square single-channel images in [0, 1].
 

@@ -83,7 +83,7 @@ def local_field(spins, couplings, field: float):
     xp = get_array_module(spins)
     s = _backend.astype(_check_spins(xp.asarray(spins), xp), xp.float64)
     k = np.asarray(couplings, dtype=np.float64)
-    span = _span_of(k)
+    span = span_of(k)
     h = xp.zeros(s.shape, dtype=xp.float64) + float(field)
     for kv, (i, j) in zip(k, span_vectors(span)):
         if kv:
@@ -91,7 +91,8 @@ def local_field(spins, couplings, field: float):
     return h
 
 
-def _span_of(couplings) -> int:
+def span_of(couplings) -> int:
+    """The span s of a coupling (or coefficient) vector from its length s^2 - 1."""
     n = int(np.asarray(couplings).shape[-1])
     for span in range(2, 17):
         if span * span - 1 == n:
@@ -105,7 +106,7 @@ def flip_probabilities(spins, couplings, field: float, sublattice: tuple[int, in
     (batch, L/p, L/p) float64."""
     xp = get_array_module(spins)
     s = _check_spins(xp.asarray(spins), xp)
-    p = colour_period(s.shape[-1], _span_of(couplings))
+    p = colour_period(s.shape[-1], span_of(couplings))
     a, b = sublattice
     h = local_field(s, couplings, field)[..., a::p, b::p]
     ds = s[..., a::p, b::p]
@@ -161,7 +162,7 @@ def sweep(spins, couplings, field, rng, n_sweeps: int = 1):
     xp = get_array_module(spins)
     s = _check_spins(spins, xp)
     k = np.asarray(couplings, dtype=np.float64)
-    span = _span_of(k)
+    span = span_of(k)
     size = s.shape[-1]
     p = colour_period(size, span)
     batch = s.shape[0]
@@ -201,7 +202,7 @@ def energy(spins, couplings, field: float) -> np.ndarray:
     s = _backend.astype(_check_spins(xp.asarray(spins), xp), xp.float64)
     k = np.asarray(couplings, dtype=np.float64)
     e = float(field) * xp.sum(s, axis=(-2, -1))
-    for kv, (i, j) in zip(k, span_vectors(_span_of(k))):
+    for kv, (i, j) in zip(k, span_vectors(span_of(k))):
         e = e + float(kv) * xp.sum(s * _roll2(s, i, j, xp), axis=(-2, -1))
     return np.asarray(to_numpy(e), dtype=np.float64)
 
@@ -232,8 +233,71 @@ def onsager_nn_correlation(beta_j: float) -> float:
     return 0.5 / math.tanh(2 * k_c) * (1.0 + (2.0 / math.pi) * (2.0 * math.tanh(2 * k_c) ** 2 - 1.0) * k1)
 
 
+def truncated_spectrum_min(coefficients, span: int, n_h: int = 64) -> np.ndarray:
+    """min over h of 1 + 2 sum_v c_v cos(2 pi h.v) (the intensity / (m(1-m)) of a lattice whose
+    correlations vanish beyond the span) on an n_h x n_h grid, per row of (batch, n_v)."""
+    c = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
+    v = np.asarray(span_vectors(span), dtype=np.float64)
+    h = np.arange(checks.integer("n_h", n_h, 2, 1024)) / n_h
+    phase = 2 * np.pi * (h[:, None, None] * v[None, None, :, 0] + h[None, :, None] * v[None, None, :, 1])
+    spec = 1.0 + 2.0 * np.einsum("bv,xyv->bxy", c, np.cos(phase))
+    return spec.reshape(len(c), -1).min(axis=1)
+
+
+def check_realisable(coefficients, span: int, concentration: float = 0.5, *, spectrum: bool = False,
+                     tol: float = 1e-9) -> np.ndarray:
+    """Raise ValueError, naming the bound, when Warren-Cowley coefficients (n_v,) or (batch, n_v)
+    cannot belong to any lattice of concentration m; return them as float64 (batch, n_v).
+
+    Bounds checked (each necessary, none sufficient):
+
+    * pairs: -min(m/(1-m), (1-m)/m) <= c_v <= 1 (a pair probability P(x_0 = a, x_v = b) >= 0);
+    * triangles, at m = 1/2 only: for vectors u, w and u + w all in the span (up to sign),
+      e_1 c_u + e_2 c_w + e_3 c_(u+w) >= -1 for signs with e_1 e_2 e_3 = 1 (three spins cannot
+      all be pairwise unlike: s_a s_b + s_b s_c + s_a s_c >= -1 for every configuration);
+    * spectrum (``spectrum=True``): 1 + 2 sum_v c_v cos(2 pi h.v) >= 0 on a 64 x 64 grid of h.
+      This is the non-negative intensity of a lattice whose correlations vanish *beyond* the
+      span, a stronger assumption than the others: a real lattice has correlations beyond the
+      span, and the truncated spectrum of a realisable lattice can be negative (study 5 counts
+      how often), so this check is off by default.
+    """
+    vecs = span_vectors(span)
+    c = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
+    if c.ndim != 2 or c.shape[-1] != len(vecs) or not np.all(np.isfinite(c)):
+        raise ValueError(f"coefficients must be finite with {len(vecs)} values per lattice for span {span}; "
+                         f"got shape {np.shape(coefficients)}")
+    m = checks.number("concentration", concentration, 0.0, 1.0, lo_open=True, hi_open=True)
+    low = -min(m / (1 - m), (1 - m) / m)
+    bad = np.argwhere((c < low - tol) | (c > 1 + tol))
+    if len(bad):
+        b, v = bad[0]
+        raise ValueError(f"pair bound: c{vecs[v]} = {c[b, v]:.4f} (lattice {b}) must lie in [{low:.4f}, 1] "
+                         f"at concentration {m:g}")
+    if abs(m - 0.5) < 1e-12:
+        index = {v: n for n, v in enumerate(vecs)} | {(-i, -j): n for n, (i, j) in enumerate(vecs)}
+        for u in index:
+            for w in index:
+                t = (u[0] + w[0], u[1] + w[1])
+                if t not in index or u >= w:
+                    continue
+                cu, cw, ct = c[:, index[u]], c[:, index[w]], c[:, index[t]]
+                for e1, e2 in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                    worst = e1 * cu + e2 * cw + e1 * e2 * ct
+                    if np.any(worst < -1 - tol):
+                        b = int(np.argmin(worst))
+                        raise ValueError(f"triangle bound: {e1:+d} c{u} {e2:+d} c{w} {e1 * e2:+d} c{t} = "
+                                         f"{worst[b]:.4f} (lattice {b}) must be >= -1 at concentration 1/2")
+    if spectrum:
+        low_spec = truncated_spectrum_min(c, span)
+        if np.any(low_spec < -tol):
+            b = int(np.argmin(low_spec))
+            raise ValueError(f"spectrum bound: 1 + 2 sum_v c_v cos(2 pi h.v) reaches {low_spec[b]:.4f} < 0 "
+                             f"(lattice {b}): no lattice with these coefficients and none beyond the span")
+    return c
+
+
 def fit_couplings(targets, span: int, size: int, rng, *, concentration: float = 0.5, n_feedback: int = 300,
-                  rate: float = 0.5, n_equilibrate: int = 100, xp=None) -> dict:
+                  rate: float = 0.5, n_equilibrate: int = 100, xp=None, check: bool = True) -> dict:
     """Lattices whose Warren-Cowley coefficients approach ``targets`` by feedback on the couplings.
 
     targets: (n_v,) or (batch, n_v) for the span's vectors (``span_vectors``). During
@@ -242,7 +306,8 @@ def fit_couplings(targets, span: int, size: int, rng, *, concentration: float = 
     itself, whose own fluctuations the decaying step averages out); then they are frozen
     and the lattice equilibrates for ``n_equilibrate`` sweeps. Not every set of coefficients is
     realisable (e.g. c_v >= -min(m/(1-m), (1-m)/m), and the implied I(h) must be >= 0): compare
-    the ``achieved`` coefficients with the targets.
+    the ``achieved`` coefficients with the targets. ``check`` refuses targets that break a bound
+    of ``check_realisable`` (off: feedback goes as far as it can, e.g. to decode a prediction).
 
     Returns {"spins": (batch, L, L) int8, "couplings": (batch, n_v), "field": (batch,),
     "achieved": (batch, n_v), "concentration": (batch,)}.
@@ -253,6 +318,8 @@ def fit_couplings(targets, span: int, size: int, rng, *, concentration: float = 
         raise ValueError(f"targets must be finite, in [-1, 1], with {len(vecs)} values per lattice for span {span}; "
                          f"got shape {target.shape}")
     m_target = checks.number("concentration", concentration, 0.0, 1.0, lo_open=True, hi_open=True)
+    if check:
+        check_realisable(target, span, m_target)
     rate = checks.positive("rate", rate, 10.0)
     rng = checks.generator(rng)
     batch = target.shape[0]

@@ -755,17 +755,11 @@ def learning_curve(data: dict, sizes: dict, n_train=(2625, 5250, 10500, 21000), 
     return out
 
 
-def experiment_path(name: str, profile: str):
-    """Where ``python -m sashelpers.studies.gisaxs_cnn <name>`` keeps its result (in git)."""
-    return datasets.repo_root() / "book" / "records" / "experiments" / f"03_{name}@{profile}.json"
-
-
 def load_experiment(name: str, profile: str) -> dict | None:
     """The recorded result of an experiment ("recipes", "learning_curve") at ``profile``, or None."""
-    import json
+    from ..core import report
 
-    path = experiment_path(name, profiles.current_profile(profile))
-    return json.loads(path.read_text()) if path.exists() else None
+    return report.load_experiment(STUDY, name, profiles.current_profile(profile))
 
 
 def recipes_table(rec: dict) -> str:
@@ -785,7 +779,6 @@ def main(argv=None) -> int:
     """``python -m sashelpers.studies.gisaxs_cnn recipes``: the recipe comparison at a profile's data,
     written as JSON (default ``book/records/experiments/03_recipes@<profile>.json``)."""
     import argparse
-    import json
     from pathlib import Path
 
     ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
@@ -801,9 +794,7 @@ def main(argv=None) -> int:
     data = load_data(args.profile)
     from ..core import report
 
-    rec = {"experiment": f"03 {args.what}", "profile": args.profile, "threads": args.threads,
-           "hardware": report.hardware(), "git_commit": report.git_commit(),
-           "command": "python -m sashelpers.studies.gisaxs_cnn " + " ".join(argv or [])}
+    rec = {"threads": args.threads, "command": "python -m sashelpers.studies.gisaxs_cnn " + " ".join(argv or [])}
     if args.what == "recipes":
         names = [r.strip() for r in args.recipes.split(",") if r.strip()] or None
         res = compare_recipes(data, sizes, seconds=args.seconds, recipes=names, n_train=args.n_train,
@@ -814,9 +805,7 @@ def main(argv=None) -> int:
     else:
         rec["results"] = learning_curve(data, sizes, threads=args.threads)
         print(rec["results"])
-    out = args.out or experiment_path(args.what, args.profile)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report._jsonable(rec), indent=1) + "\n")
+    report.write_experiment(STUDY, args.what, args.profile, rec, args.out)
     return 0
 
 
