@@ -297,7 +297,8 @@ def check_realisable(coefficients, span: int, concentration: float = 0.5, *, spe
 
 
 def fit_couplings(targets, span: int, size: int, rng, *, concentration: float = 0.5, n_feedback: int = 300,
-                  rate: float = 0.5, n_equilibrate: int = 100, xp=None, check: bool = True) -> dict:
+                  rate: float = 0.5, n_equilibrate: int = 100, xp=None, check: bool = True,
+                  fit_field: bool = True) -> dict:
     """Lattices whose Warren-Cowley coefficients approach ``targets`` by feedback on the couplings.
 
     targets: (n_v,) or (batch, n_v) for the span's vectors (``span_vectors``). During
@@ -306,7 +307,10 @@ def fit_couplings(targets, span: int, size: int, rng, *, concentration: float = 
     itself, whose own fluctuations the decaying step averages out); then they are frozen
     and the lattice equilibrates for ``n_equilibrate`` sweeps. Not every set of coefficients is
     realisable (e.g. c_v >= -min(m/(1-m), (1-m)/m), and the implied I(h) must be >= 0): compare
-    the ``achieved`` coefficients with the targets. ``check`` refuses targets that break a bound
+    the ``achieved`` coefficients with the targets (NaN where a lattice ended as one kind only;
+    during feedback such a lattice restarts from random spins). ``fit_field=False`` keeps H = 0
+    (the concentration then fluctuates about 1/2; with strong clustering couplings the field
+    feedback can tip a whole lattice into one kind). ``check`` refuses targets that break a bound
     of ``check_realisable`` (off: feedback goes as far as it can, e.g. to decode a prediction).
 
     Returns {"spins": (batch, L, L) int8, "couplings": (batch, n_v), "field": (batch,),
@@ -328,10 +332,16 @@ def fit_couplings(targets, span: int, size: int, rng, *, concentration: float = 
     h = np.zeros(batch)
     for t in range(checks.integer("n_feedback", n_feedback, 0)):
         sweep(spins, k, h, rng, 1)
-        c = np.nan_to_num(correlations(spins, span))
+        c = correlations(spins, span)
+        single = np.flatnonzero(~np.all(np.isfinite(c), axis=1))
+        if len(single):  # ordered into one kind only (strong clustering): restart it, keep its couplings
+            spins[single] = random_spins(len(single), size, rng, concentration=m_target, xp=get_array_module(spins))
+            h[single] = 0.0
+            c[single] = target[single]
         step = rate / (1.0 + t / 100.0)
         k += step * (c - target)
-        h += step * (concentration_of(spins) - m_target)
+        if fit_field:
+            h += step * (concentration_of(spins) - m_target)
     sweep(spins, k, h, rng, checks.integer("n_equilibrate", n_equilibrate, 0))
     return {"spins": spins, "couplings": k, "field": h, "achieved": correlations(spins, span),
             "concentration": concentration_of(spins)}

@@ -368,14 +368,16 @@ def predict(model, images, batch_size: int = 256) -> np.ndarray:
 
 def image_r2(a, b, *, smooth_px: float = 0.0) -> np.ndarray:
     """Per-image R2 of image b against image a, both divided by their mean first (the scale of a
-    measured image is unknown) and optionally Gaussian-smoothed (``smooth_px``, periodic)."""
+    measured image is unknown) and optionally Gaussian-smoothed (``smooth_px``, periodic).
+    An image with mean 0 (a lattice of one kind only scatters nothing diffusely) gives NaN."""
     from scipy import ndimage
 
     x, y = check_images(a), check_images(b)
     if x.shape != y.shape:
         raise ValueError(f"images {x.shape} and {y.shape} must have the same shape")
-    x = x / x.mean(axis=(-2, -1), keepdims=True)
-    y = y / y.mean(axis=(-2, -1), keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = x / x.mean(axis=(-2, -1), keepdims=True)
+        y = y / y.mean(axis=(-2, -1), keepdims=True)
     if smooth_px > 0:
         x = ndimage.gaussian_filter(x, (0, smooth_px, smooth_px), mode="wrap")
         y = ndimage.gaussian_filter(y, (0, smooth_px, smooth_px), mode="wrap")
@@ -385,11 +387,13 @@ def image_r2(a, b, *, smooth_px: float = 0.0) -> np.ndarray:
 
 def decode(coefficients, size: int, rng, *, n_feedback: int = 200, n_equilibrate: int = 50) -> dict:
     """Lattices re-simulated at the given coefficients (n, n_v) by feedback Monte Carlo
-    (``diffuse.fit_couplings`` at m = 1/2; predictions are clipped to [-1, 1] and not refused,
-    so that feedback goes as near as it can), with their images (fftshifted, as the inputs)."""
+    (``diffuse.fit_couplings`` with H = 0, as the training lattices; predictions are clipped to
+    [-1, 1] and not refused, so that feedback goes as near as it can), with their images
+    (fftshifted, as the inputs). A lattice that ended as one kind only has ``achieved`` NaN."""
     c = np.clip(np.atleast_2d(np.asarray(coefficients, dtype=np.float64)), -1.0, 1.0)
     span = diffuse.span_of(c)
-    out = diffuse.fit_couplings(c, span, size, rng, n_feedback=n_feedback, n_equilibrate=n_equilibrate, check=False)
+    out = diffuse.fit_couplings(c, span, size, rng, n_feedback=n_feedback, n_equilibrate=n_equilibrate, check=False,
+                                fit_field=False)
     image = np.fft.fftshift(np.asarray(to_numpy(diffuse.diffuse_intensity(out["spins"]))), axes=(-2, -1))
     return {"images": image.astype(np.float32), "achieved": out["achieved"], "couplings": out["couplings"]}
 
@@ -461,7 +465,8 @@ def decoding(run: dict, data: dict, sizes: dict, *, progress: bool = False) -> d
     """Decode the first n_decode test images of a ``run_span`` result: re-simulate from the
     predicted coefficients, and, for the ceiling, simulate a second lattice at the true
     couplings. Image R2 (``image_r2`` after a smooth_px Gaussian, and raw) of each against the
-    input image. Returns per-image arrays and their medians."""
+    input image. A decoding that ended as a lattice of one kind only (no diffuse image) scores
+    -inf and is counted in ``failed``. Returns per-image arrays and their medians."""
     n = min(int(sizes["n_decode"]), len(run["test_pred"]))
     size, smooth = int(sizes["size"]), float(sizes["smooth_px"])
     rng = np.random.default_rng([int(sizes["seed"]), run["span"], 31])
@@ -472,8 +477,10 @@ def decoding(run: dict, data: dict, sizes: dict, *, progress: bool = False) -> d
     out = {"n": n, "seconds": time.perf_counter() - t0, "decoded_images": dec["images"],
            "twin_images": twin["images"], "achieved": dec["achieved"]}
     for name, other in (("decoded", dec["images"]), ("ceiling", twin["images"])):
-        out[f"{name}_r2"] = image_r2(x, other, smooth_px=smooth)
-        out[f"{name}_r2_raw"] = image_r2(x, other)
+        for suffix, px in (("", smooth), ("_raw", 0.0)):
+            r2 = image_r2(x, other, smooth_px=px)
+            out[f"{name}_r2{suffix}"] = np.where(np.isfinite(r2), r2, -np.inf)
+        out[f"{name}_failed"] = int(np.sum(~np.isfinite(out[f"{name}_r2"])))
         out[f"{name}_median"] = float(np.median(out[f"{name}_r2"]))
         out[f"{name}_median_raw"] = float(np.median(out[f"{name}_r2_raw"]))
     return out
