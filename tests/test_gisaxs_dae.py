@@ -411,3 +411,210 @@ def test_docstrings_are_restructuredtext():
         problems += [f"{name}: {line}" for line in stream.getvalue().splitlines() if line.startswith("<string>:")]
     assert not problems, "\n".join(problems)
     assert dae.STUDY == "04_gisaxs_denoising_autoencoder"
+
+
+# --- the pipeline: sizes, training, noise head, scores, headlines ------------------------------------
+
+TINY = {"width": 4, "latent": 8, "skips": False, "epochs": 3, "batch_size": 32, "lr": 1e-2, "seed": 0,
+        "threads": 1}
+
+
+def _blobs(n, seed=0, size=16):
+    """n log-normalised images (6 decades) of one to three Gaussian spots on a faint background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    lin = np.full((n, size, size), 1e-4)
+    for k in range(n):
+        for _ in range(rng.integers(1, 4)):
+            (y0, x0), w = rng.uniform(3, size - 3, 2), rng.uniform(1.0, 2.5)
+            lin[k] += rng.uniform(0.3, 1.0) * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * w * w))
+    return gisaxs.log_normalise(lin, 6.0)
+
+
+def _tiny_dae(size=16, seed=0):
+    return dae.build_dae(size, {**TINY, "seed": seed}).eval()
+
+
+def test_profile_sizes_match_study_3():
+    for profile in ("quick", "standard", "paper"):
+        s = dae.profile_sizes(profile)
+        assert s["image_size"] == gisaxs_cnn.profile_sizes(profile)["image_size"]
+        assert set(dae.DAE_KEYS) <= set(s) and s["n_tune"] <= s["n_val"]
+        assert s["series_length"] >= (200 if profile == "quick" else 500)
+        n_train = gisaxs_cnn.profile_sizes(profile)["n_train"]
+        assert s["n_val"] + (s["n_train"] or 0) <= n_train and s["n_head"] <= n_train - s["n_val"]
+    assert dae.profile_sizes("quick") is not dae.SIZES["quick"]
+
+
+def test_build_dae_is_seeded_and_pads_odd_sizes(one_thread):
+    state = torch.random.get_rng_state()
+    a, b = _tiny_dae(), _tiny_dae()
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert not torch.equal(next(a.parameters()), next(_tiny_dae(seed=1).parameters()))
+    odd = dae.build_dae(20, TINY).eval()  # as study 3's 125 px at the paper profile
+    assert isinstance(odd, dae.PaddedAutoencoder) and odd.image_size == 20 and odd.inner.image_size == 24
+    out, codes = dae.dae_outputs(odd, _blobs(3, size=20))
+    assert out.shape == (3, 20, 20) and codes.shape == (3, 8)
+    with pytest.raises(ValueError, match="expected"):
+        odd(torch.zeros(2, 24, 24))
+
+
+def test_train_dae_beats_the_noisy_input_with_fresh_noise(one_thread, monkeypatch):
+    clean_tr, clean_va, clean_te = _blobs(400, 1), _blobs(40, 2), _blobs(40, 3)
+    draws = []
+    real = dae.random_noise
+
+    def recording(images, rng, **kw):
+        out = real(images, rng, **kw)
+        draws.append(out[0])
+        return out
+
+    monkeypatch.setattr(dae, "random_noise", recording)
+    model, history = dae.train_dae(clean_tr, clean_va, TINY, progress=False)
+    assert len(history.train_loss) == TINY["epochs"] and not model.training
+    # one fixed validation draw, then one fresh draw per epoch (epoch 0 drawn once, not twice)
+    assert [len(d) for d in draws] == [40] + [400] * TINY["epochs"]
+    assert all(not np.array_equal(draws[i], draws[i + 1]) for i in range(1, len(draws) - 1))
+    noisy = dae.apply_noise(clean_te, "gaussian", 0.5, np.random.default_rng(4))
+    out, _ = dae.dae_outputs(model, noisy)
+    assert dae.psnr(clean_te, out).mean() > dae.psnr(clean_te, noisy).mean() + 3.0  # 8-9 dB over seeds 0-2
+    with pytest.raises(ValueError, match="image size"):
+        dae.train_dae(clean_tr, _blobs(4, size=24), TINY, progress=False)
+    with pytest.raises(ValueError, match="sizes lacks"):
+        dae.train_dae(clean_tr, clean_va, {"width": 4}, progress=False)
+
+
+def _separable_codes(n, seed, informative=True):
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, len(dae.NOISE_TYPES), n)
+    sev = np.where(kind == 0, 0.0, rng.uniform(0.1, 1.0, n))
+    if not informative:
+        return rng.normal(size=(n, 6)), kind, sev
+    centres = np.random.default_rng(99).normal(0, 4, (len(dae.NOISE_TYPES), 5))
+    codes = np.column_stack([centres[kind] + rng.normal(0, 0.3, (n, 5)), 3 * sev + rng.normal(0, 0.05, n)])
+    return codes, kind, sev
+
+
+def test_noise_head_on_separable_and_on_random_codes():
+    head = dae.noise_head(*_separable_codes(500, 0))
+    good = dae.noise_id_scores(head, *_separable_codes(500, 1))
+    assert good["accuracy"] > 0.98 and good["severity_r2"] > 0.95
+    assert good["confusion"].shape == (5, 5) and good["confusion"].sum() == 500
+    assert np.trace(good["confusion"]) == round(good["accuracy"] * 500)
+    rand = dae.noise_id_scores(dae.noise_head(*_separable_codes(500, 2, False)), *_separable_codes(500, 3, False))
+    assert 0.1 < rand["accuracy"] < 0.32 and rand["severity_r2"] < 0.1
+    codes, kind, sev = _separable_codes(300, 4)
+    seen = kind != 2  # a head that never saw poisson gives it probability 0
+    k, probs, s = dae.identify_noise(dae.noise_head(codes[seen], kind[seen], sev[seen]), codes[:10])
+    assert probs.shape == (10, 5) and (probs[:, 2] == 0).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert k.dtype == np.int64 and (k != 2).all() and ((s >= 0) & (s <= 1)).all()
+    with pytest.raises(ValueError, match="single noise kind"):
+        dae.noise_head(codes[:5], np.zeros(5, dtype=np.int64), sev[:5])
+    with pytest.raises(ValueError, match="severity"):
+        dae.noise_head(codes, kind, sev + 2)
+    with pytest.raises(ValueError, match="dimensions"):
+        dae.identify_noise(head, codes[:, :3])
+
+
+def test_denoising_scores_tune_on_validation_images_only(one_thread, monkeypatch):
+    clean_test, clean_val = _blobs(6, 5), _blobs(5, 6)
+    seen = []
+    real = dae.tune_classical
+
+    def recording(noisy_val, clean_val=None, **kw):
+        seen.append(noisy_val)
+        return real(noisy_val, clean_val, **kw)
+
+    monkeypatch.setattr(dae, "tune_classical", recording)
+    res = dae.denoising_scores(_tiny_dae(), clean_test, clean_val, seed=3, methods=("identity", "gaussian", "tv"),
+                               n_examples=2)
+    assert sorted(c for d in seen for c in d) == sorted(gisaxs_cnn.CONDITIONS)
+    test_rows = {im.tobytes() for im in clean_test}
+    test_rows |= {im.tobytes() for c in gisaxs_cnn.CONDITIONS
+                  for im in gisaxs_cnn.apply_condition(clean_test, c, gisaxs_cnn.condition_rng(3, c))}
+    for noisy, clean in (pair for d in seen for pair in d.values()):
+        np.testing.assert_array_equal(clean, clean_val)
+        assert len(noisy) == len(clean_val)
+        assert not test_rows & {im.tobytes() for im in np.concatenate([noisy, clean])}
+    table = res["table"]
+    assert set(table) == set(gisaxs_cnn.CONDITIONS) and set(table["clean"]) == {"noisy", "best_classical", "dae"}
+    assert table["clean"]["noisy"]["psnr"] == math.inf
+    noisy_mean = np.mean([table[c]["noisy"]["psnr"] for c in gisaxs_cnn.CONDITIONS[1:]])
+    assert res["psnr_db"]["noisy"] == pytest.approx(noisy_mean) and math.isfinite(res["psnr_db"]["noisy"])
+    assert set(res["ssim"]) == {"noisy", "best_classical", "dae"}
+    assert res["psnr_gain_db"] == pytest.approx(res["psnr_db"]["dae"] - res["psnr_db"]["best_classical"])
+    assert res["examples"]["gauss_0.5"]["dae"].shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="model takes"):
+        dae.denoising_scores(_tiny_dae(), _blobs(2, size=24), clean_val, seed=3)
+
+
+def test_rescue_scores_cover_every_condition(one_thread):
+    torch.manual_seed(0)
+    classifier = nets.SmallCNN(16, 7, width=2, hidden=8).eval()
+    images, labels = _blobs(14, 7), np.arange(14) % 7
+    res = dae.rescue_scores(classifier, _tiny_dae(), images, labels, seed=1)
+    assert set(res) == {"noisy", "denoised"}
+    for part in res.values():
+        assert tuple(part) == gisaxs_cnn.CONDITIONS
+        assert all(0.0 <= v <= 1.0 for v in part.values())
+    direct = (nets.predict(classifier, images).numpy().argmax(1) == labels).mean()
+    assert res["noisy"]["clean"] == pytest.approx(direct)
+    with pytest.raises(ValueError, match="test_labels"):
+        dae.rescue_scores(classifier, _tiny_dae(), images, labels[:3], seed=1)
+
+
+def test_estimate_noise_names_one_image_and_refuses_bad_ones(one_thread):
+    model = _tiny_dae()
+    noisy, kind, level = dae.random_noise(_blobs(60, 8), 0)
+    codes = dae.dae_outputs(model, noisy)[1]
+    head = dae.noise_head(codes, kind, [dae.severity(dae.NOISE_TYPES[k], v) for k, v in zip(kind, level)])
+    name, sev, probs = dae.estimate_noise(model, head, noisy[0])
+    assert name in dae.NOISE_TYPES and 0.0 <= sev <= 1.0
+    assert tuple(probs) == dae.NOISE_TYPES and sum(probs.values()) == pytest.approx(1.0)
+    assert name == max(probs, key=probs.get)
+    bad = noisy[0].copy()
+    bad[2, 3] = np.nan
+    for image, message in ((bad, "non-finite"), (_blobs(1, size=32)[0], "model's size"),
+                           (noisy[:2], "one image"), (noisy[0] + 1.5, "above 1"), (np.zeros(16), "expected")):
+        with pytest.raises(ValueError, match=message):
+            dae.estimate_noise(model, head, image)
+
+
+def test_series_scores_shapes(one_thread):
+    cfg = gisaxs_cnn.dataset_config(image_size=16, n_orient=4)
+    model = _tiny_dae()
+    noisy, kind, level = dae.random_noise(_blobs(40, 9), 1)
+    head = dae.noise_head(dae.dae_outputs(model, noisy)[1], kind,
+                          [dae.severity(dae.NOISE_TYPES[k], v) for k, v in zip(kind, level)])
+    res = dae.series_scores(model, {"series_length": 24, "n_segments": 2, "seed": 0}, cfg, head=head)
+    assert set(res["ari"]) == {"dae", "pixels", "pca"} and all(-1 <= v <= 1 for v in res["ari"].values())
+    assert res["codes"].shape == (24, 8) and res["clusters"].shape == (24,) and len(res["class_index"]) == 24
+    assert len(set(res["clusters"])) == len(set(res["class_index"])) == 2
+    assert set(res["noise_id"]) == {"accuracy", "confusion", "severity_r2"}
+
+
+def test_headlines_resolve_in_the_record(results_tmp):
+    from sashelpers.core import report
+
+    conds = gisaxs_cnn.CONDITIONS
+    trio = {"noisy": 14.0, "best_classical": 16.0, "dae": 20.0}
+    denoising = {"psnr_db": trio, "ssim": {k: v / 40 for k, v in trio.items()}, "psnr_gain_db": 4.0}
+    noise_id = {"accuracy": 0.9, "confusion": np.eye(5, dtype=np.int64), "severity_r2": 0.7}
+    series = {"ari": {"dae": 0.9, "pixels": 0.2, "pca": 0.3}, "codes": np.zeros((3, 2))}
+    rescue = {"noisy": dict.fromkeys(conds, 0.5), "denoised": dict.fromkeys(conds, 0.6)}
+    metrics = dae.record_metrics(denoising, noise_id, series, rescue)
+    assert {"psnr_db", "ssim", "noise_id_accuracy", "binning_ari", "rescue_accuracy"} <= set(metrics)
+    flat = report.flatten(metrics)
+    for h in dae.HEADLINES:
+        assert h.key in flat, h.key
+        assert isinstance(flat[h.key], float) and h.source
+    heads = {h.key: h for h in dae.HEADLINES}
+    assert heads["psnr_gain_db"].goal == (">=", 3.0) and heads["psnr_gain_db"].met(flat["psnr_gain_db"])
+    assert heads["noise_id_accuracy"].goal == (">=", 0.95) and heads["binning_ari.dae"].goal == (">=", 0.8)
+    assert all(heads[f"{m}.{w}"].goal is None for m in ("psnr_db", "ssim") for w in trio)
+    assert all(h.paper is None for h in dae.HEADLINES)
+    path = report.record(dae.STUDY, metrics, headlines=dae.HEADLINES, profile="quick")
+    assert "Goals missed in this run: noise kind named" in report.paper_vs_run(path, archived_run={})

@@ -4,8 +4,8 @@ The DAE (``learn.nets.DenoisingAutoencoder``, trained with ``nets.denoising_loss
 (noisy, clean) pairs) does three jobs on study 3's simulated images: it **denoises** them, its
 latent code tells **which kind of noise** an image carries (a small classifier/regressor on the
 code), and clustering the codes of a long measurement series **bins** its images by structure.
-This module holds the study's data and baselines; the network and its training live in
-``learn``.
+The network and its training loop live in ``learn``; this module holds the study's data,
+baselines and pipeline.
 
 Images are study 3's: log-normalised GISAXS images ``x = 1 + log10(I / I_max) / decades``
 clipped to [0, 1] (``gisaxs.log_normalise``), square, q_z increasing along axis 0.
@@ -35,17 +35,29 @@ clipped to [0, 1] (``gisaxs.log_normalise``), square, q_z increasing along axis 
   codes, scored by the adjusted Rand index against the true structure; a Mahalanobis distance
   in latent space flags images unlike the training set, at a threshold set for a chosen false
   alarm rate on held-out in-distribution codes.
+* **The pipeline** (``SIZES``/``profile_sizes``, ``build_dae``, ``train_dae``, ``noise_head``,
+  ``identify_noise``, ``noise_id_scores``, ``estimate_noise``, ``denoising_scores``,
+  ``rescue_scores``, ``series_scores``, ``record_metrics``, ``HEADLINES``, ``run_study``): the
+  DAE trained with fresh catalogue noise every epoch on study 3's training images; a linear
+  head on its latent code that names the noise kind and regresses its severity; PSNR/SSIM
+  against the tuned classical denoisers under each of study 3's conditions; study 3's clean
+  classifier on noisy vs denoised test images; ARI of binning a measurement series.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 import torch
 
-from ..core import checks
+from ..core import checks, profiles, report
+from ..core.report import Headline
+from ..learn import nets
+from ..learn.training import TrainConfig, fit
 from ..physics import gisaxs
 from ..physics import noise as noise_models
 from . import gisaxs_cnn
@@ -833,3 +845,584 @@ def false_alarm_threshold(train_codes, val_codes, rate: float = 0.01) -> float:
     rate = checks.number("rate", rate, 0.0, 0.5, lo_open=True)
     scores = outlier_score(train_codes, _codes(val_codes, "val_codes", 1))
     return float(np.quantile(scores, 1.0 - rate))
+
+
+# --------------------------------------------------------------------------------------------
+# The study's pipeline: sizes, the network, its training, and the four scores
+# --------------------------------------------------------------------------------------------
+
+#: Profile sizes. The images are study 3's data set of the same profile
+#: (``gisaxs_cnn.load_data(profile)``: 32, 64, 125 px); the last ``n_val`` images of its
+#: training set are the DAE's validation images (noisy once, fixed), the first ``n_tune`` of
+#: them the validation images on which the classical denoisers are tuned per condition, and the
+#: DAE trains on the first ``n_train`` of the others (None: all), with fresh noise every epoch.
+#: Network: ``nets.DenoisingAutoencoder`` with ``width``, ``latent`` and ``skips``, trained for
+#: ``epochs`` with Adam at batch size ``batch_size`` and a one-cycle learning rate peaking at
+#: ``lr``. Noise head: fitted on the codes of ``n_head`` noisy training images. Scores: the
+#: first ``n_test`` images of study 3's test set (None: all), under every study-3 condition;
+#: a measurement series of ``series_length`` images in ``n_segments`` segments. ``threads``:
+#: torch CPU threads (None: torch's default). ``seed``: the DAE's weights, its noise draws, the
+#: series and the test noise.
+SIZES = {
+    "quick": {"image_size": 32, "width": 8, "latent": 32, "skips": False, "epochs": 15, "batch_size": 64,
+              "lr": 3e-3, "threads": 2, "n_train": None, "n_val": 200, "n_tune": 30, "n_head": 1000,
+              "n_test": 350, "series_length": 200, "n_segments": 4, "seed": 4},
+    "standard": {"image_size": 64, "width": 12, "latent": 64, "skips": False, "epochs": 8, "batch_size": 64,
+                 "lr": 3e-3, "threads": 2, "n_train": 6000, "n_val": 500, "n_tune": 50, "n_head": 3000,
+                 "n_test": 500, "series_length": 500, "n_segments": 5, "seed": 4},
+    "paper": {"image_size": 125, "width": 32, "latent": 128, "skips": False, "epochs": 30, "batch_size": 128,
+              "lr": 2e-3, "threads": None, "n_train": None, "n_val": 2000, "n_tune": 100, "n_head": 20000,
+              "n_test": None, "series_length": 1000, "n_segments": 6, "seed": 4},
+}
+
+#: The keys ``train_dae`` needs from a size table (the others are ``run_study``'s).
+DAE_KEYS = ("width", "latent", "skips", "epochs", "batch_size", "lr", "seed")
+
+
+def profile_sizes(profile: str | None = None) -> dict:
+    """This study's sizes at ``profile`` (default: the current one), a copy of ``SIZES[profile]``."""
+    return profiles.pick(SIZES, profile)
+
+
+def _seed(sizes: dict) -> int:
+    return checks.integer("seed", sizes["seed"], 0, 2**32 - 1)
+
+
+class PaddedAutoencoder(torch.nn.Module):
+    """A ``nets.DenoisingAutoencoder`` for images whose side is not a multiple of 8 (study 3's
+    125 px at the paper profile): the input is padded at its high-q_z and high-q_y edges (the end
+    of each axis) by repeating the last row/column up to the inner network's size, and the output
+    is cropped back. ``image_size`` is the outer size, ``encode`` the inner network's code."""
+
+    def __init__(self, inner: torch.nn.Module, image_size: int):
+        super().__init__()
+        self.inner = inner
+        self.image_size = checks.integer("image_size", image_size, MIN_IMAGE_PX, inner.image_size)
+        self.latent = inner.latent
+        self.config = {**inner.config, "image_size": self.image_size, "inner_size": inner.image_size}
+
+    def _pad(self, x) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError("x must be a floating torch.Tensor of images (batch, H, W)")
+        if x.ndim == 4 and x.shape[1] == 1:
+            x = x[:, 0]
+        if x.ndim != 3 or tuple(x.shape[1:]) != (self.image_size, self.image_size):
+            raise ValueError(f"x has shape {tuple(x.shape)}; expected (batch, {self.image_size}, {self.image_size})")
+        p = self.inner.image_size - self.image_size
+        return torch.nn.functional.pad(x[:, None], (0, p, 0, p), mode="replicate")[:, 0]
+
+    def encode(self, x) -> torch.Tensor:
+        """The latent code (batch, latent) of images (batch, S, S)."""
+        return self.inner.encode(self._pad(x))
+
+    def forward(self, x) -> torch.Tensor:
+        """The denoised images (batch, S, S)."""
+        return self.inner(self._pad(x))[:, :self.image_size, :self.image_size]
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_dae(image_size: int, sizes: dict, *, skips: bool | None = None) -> torch.nn.Module:
+    """The study's denoising autoencoder for square images of ``image_size`` px.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the images in px (at least 8). A side that is not a multiple of 8 gets a
+        ``PaddedAutoencoder`` around a network of the next multiple of 8.
+    sizes : dict
+        A size table with ``width`` (channels of the first stage), ``latent`` (length of the
+        code), ``skips`` and ``seed``.
+    skips : bool, optional
+        U-Net skip connections (default: ``sizes["skips"]``).
+
+    Returns
+    -------
+    torch.nn.Module
+        The network on the CPU, its initial weights drawn from ``sizes["seed"]`` without
+        touching torch's global generator.
+    """
+    size = checks.integer("image_size", image_size, MIN_IMAGE_PX, 1024)
+    inner = -(-size // 8) * 8
+    skips = bool(sizes["skips"] if skips is None else skips)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(sizes))
+        net = nets.DenoisingAutoencoder(inner, width=sizes["width"], latent=sizes["latent"], skips=skips)
+    return net if inner == size else PaddedAutoencoder(net, size)
+
+
+def train_dae(clean_train, clean_val, sizes: dict, *, skips: bool | None = None, progress: bool = True,
+              threads: int | None = None, device=None):
+    """Train the study's DAE on (noisy, clean) pairs of log-normalised images.
+
+    Every epoch draws **fresh noise** on every clean training image: one (kind, level) per image
+    from the whole catalogue (``random_noise`` over all ``NOISE_TYPES``, ``none`` included, so
+    a fifth of the inputs are clean and the network learns to leave them alone), seeded by
+    (seed, epoch), so a resumed or repeated run sees the same draws. The validation pairs are
+    drawn once and stay fixed; the weights of the epoch with the lowest validation loss (mean
+    squared error, ``nets.denoising_loss``) are kept. Adam with a one-cycle learning rate.
+
+    Parameters
+    ----------
+    clean_train, clean_val : array_like
+        Clean log-normalised images (n, S, S) in [0, 1], S >= 8 (the same S for both).
+    sizes : dict
+        ``width``, ``latent``, ``skips``, ``epochs``, ``batch_size``, ``lr`` (peak learning
+        rate), ``seed``; optionally ``threads``.
+    skips : bool, optional
+        Override ``sizes["skips"]``.
+    progress : bool
+        Show a progress bar.
+    threads : int, optional
+        torch CPU threads during training (default ``sizes.get("threads")``; None leaves
+        torch's setting).
+    device : str or torch.device, optional
+        Default: CUDA when available (``backend.torch_device``).
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The trained network in eval mode (``build_dae``).
+    history : training.History
+        Training and validation loss per epoch.
+    """
+    xt = _batch(check_images(clean_train, name="clean_train"))
+    xv = _batch(check_images(clean_val, name="clean_val"))
+    if xt.shape[1:] != xv.shape[1:]:
+        raise ValueError(f"clean_train and clean_val differ in image size: {xt.shape[1:]} and {xv.shape[1:]}")
+    missing = [k for k in DAE_KEYS if k not in sizes]
+    if missing:
+        raise ValueError(f"sizes lacks {missing}; train_dae needs {', '.join(DAE_KEYS)}")
+    seed = _seed(sizes)
+    model = build_dae(xt.shape[-1], sizes, skips=skips)
+    val_noisy, _, _ = random_noise(xv, np.random.default_rng([seed, 4099]))
+    last: dict = {}
+
+    def epoch_data(epoch: int):
+        if epoch not in last:  # fit asks for epoch 0 twice; keep only the latest draw
+            last.clear()
+            last[epoch] = random_noise(xt, np.random.default_rng([seed, 4100, int(epoch)]))[0]
+        return last[epoch], xt
+
+    epochs = checks.integer("epochs", sizes["epochs"], 1, 100_000)
+    config = TrainConfig(epochs=epochs, batch_size=checks.integer("batch_size", sizes["batch_size"], 1),
+                         lr=checks.positive("lr", sizes["lr"], 1.0), schedule="onecycle", patience=epochs,
+                         seed=seed, progress=progress)
+    threads = sizes.get("threads") if threads is None else threads
+    with gisaxs_cnn.torch_threads(threads):
+        history = fit(model, nets.denoising_loss, epoch_data(0), (val_noisy, xv), config, device=device,
+                      epoch_data=epoch_data)
+    return model.eval(), history
+
+
+# --- naming the noise from the latent code ----------------------------------------------------
+
+@dataclass
+class NoiseHead:
+    """The fitted noise head of ``noise_head``: ``kind`` classifies the noise kind (indices into
+    ``NOISE_TYPES``), ``severity`` regresses the severity; both are scikit-learn pipelines on
+    standardised codes of ``n_features`` dimensions."""
+
+    kind: object
+    severity: object
+    n_features: int
+
+
+def _labels(kind_index, severity_, n: int):
+    k = np.asarray(kind_index)
+    s = np.asarray(severity_, dtype=np.float64)
+    if k.shape != (n,) or s.shape != (n,):
+        raise ValueError(f"kind_index {k.shape} and severity {s.shape} must both have shape ({n},), one per code")
+    if not np.issubdtype(k.dtype, np.integer) or k.min() < 0 or k.max() >= len(NOISE_TYPES):
+        raise ValueError(f"kind_index must hold integers in [0, {len(NOISE_TYPES) - 1}] (indices into NOISE_TYPES)")
+    if not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1:
+        raise ValueError("severity must hold finite numbers in [0, 1] (see severity())")
+    return k.astype(np.int64), s
+
+
+def noise_head(codes, kind_index, severity, *, C: float = 1.0, alpha: float = 1.0) -> NoiseHead:
+    """Fit the noise head on latent codes: which kind of noise an image carries, and how strong.
+
+    Parameters
+    ----------
+    codes : array_like
+        Latent codes (n, d) of noisy images (``dae_outputs``).
+    kind_index : array_like
+        The true kind of each image (n,), an index into ``NOISE_TYPES``; at least two kinds.
+    severity : array_like
+        The true severity of each image (n,) in [0, 1] (``severity`` of its kind and level).
+    C : float
+        Inverse L2 regularisation strength of the logistic regression.
+    alpha : float
+        L2 penalty of the ridge regression.
+
+    Returns
+    -------
+    NoiseHead
+        kind: ``StandardScaler`` + multinomial ``LogisticRegression``; severity:
+        ``StandardScaler`` + ``Ridge``.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    c = _codes(codes)
+    k, s = _labels(kind_index, severity, len(c))
+    if len(np.unique(k)) < 2:
+        raise ValueError("kind_index holds a single noise kind; the head needs at least two to tell apart")
+    kind = make_pipeline(StandardScaler(), LogisticRegression(C=checks.positive("C", C), max_iter=2000))
+    reg = make_pipeline(StandardScaler(), Ridge(alpha=checks.positive("alpha", alpha)))
+    return NoiseHead(kind.fit(c, k), reg.fit(c, s), c.shape[1])
+
+
+def identify_noise(head: NoiseHead, codes):
+    """The noise head's answer for latent codes (n, d).
+
+    Returns
+    -------
+    kind_index : numpy.ndarray
+        int64 (n,), the most probable kind, an index into ``NOISE_TYPES``.
+    probabilities : numpy.ndarray
+        float64 (n, 5), the probability of each kind in ``NOISE_TYPES`` order (0 for kinds the
+        head never saw).
+    severity : numpy.ndarray
+        float64 (n,), the regressed severity clipped to [0, 1].
+    """
+    c = _codes(codes, min_rows=1)
+    if c.shape[1] != head.n_features:
+        raise ValueError(f"codes have {c.shape[1]} dimensions; the head was fitted on {head.n_features}")
+    probs = np.zeros((len(c), len(NOISE_TYPES)))
+    probs[:, head.kind.classes_] = head.kind.predict_proba(c)
+    sev = np.clip(head.severity.predict(c), 0.0, 1.0)
+    return probs.argmax(axis=1).astype(np.int64), probs, sev
+
+
+def noise_id_scores(head: NoiseHead, codes, kind_index, severity) -> dict:
+    """How well the noise head names the noise of held-out images.
+
+    Returns
+    -------
+    dict
+        accuracy: fraction of images whose kind is right (chance 1/5 for the uniform draw of
+        ``random_noise``); confusion: int64 (5, 5), counts[i, j] of true kind i named j
+        (``NOISE_TYPES`` order); severity_r2: coefficient of determination of the regressed
+        severity (1 = exact, 0 = no better than the mean).
+    """
+    from sklearn.metrics import r2_score
+
+    c = _codes(codes, min_rows=1)
+    k, s = _labels(kind_index, severity, len(c))
+    pred, _, sev = identify_noise(head, c)
+    return {"accuracy": float((pred == k).mean()),
+            "confusion": gisaxs_cnn.confusion_matrix(k, pred, len(NOISE_TYPES)),
+            "severity_r2": float(r2_score(s, sev)) if len(s) > 1 else math.nan}
+
+
+def estimate_noise(model: torch.nn.Module, head: NoiseHead, image):
+    """What the latent code says about the noise of one measured image.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained DAE (``train_dae``).
+    head : NoiseHead
+        Its noise head (``noise_head``).
+    image : array_like
+        One log-normalised image (S, S) in [0, 1], already resampled to the model's size
+        ``model.image_size`` and preprocessed as study 3's images (``gisaxs.log_normalise``).
+
+    Returns
+    -------
+    kind : str
+        The most probable noise kind, one of ``NOISE_TYPES``.
+    severity : float
+        Its strength in [0, 1] (``severity``).
+    probabilities : dict
+        ``{kind: probability}`` over ``NOISE_TYPES``.
+
+    Raises
+    ------
+    ValueError
+        Not one finite square image in [0, 1] of the model's size.
+    """
+    x = check_images(image, name="image")
+    if x.ndim != 2:
+        raise ValueError(f"image has shape {x.shape}; expected one image ({model.image_size}, {model.image_size})")
+    if x.shape != (model.image_size, model.image_size):
+        raise ValueError(f"image has shape {x.shape}; the model takes ({model.image_size}, {model.image_size}): "
+                         "resample the image to the model's size first")
+    _, codes = dae_outputs(model, x)
+    k, probs, sev = identify_noise(head, codes)
+    return NOISE_TYPES[int(k[0])], float(sev[0]), {n: float(p) for n, p in zip(NOISE_TYPES, probs[0])}
+
+
+# --- denoising against the classical baselines, and the classifier's rescue -------------------
+
+def _size_matches(model, x: np.ndarray, name: str) -> None:
+    if x.shape[-1] != model.image_size:
+        raise ValueError(f"{name} are {x.shape[-1]} px; the model takes {model.image_size} px")
+
+
+def denoising_scores(model: torch.nn.Module, clean_test, validation_clean, seed: int, *,
+                     conditions=gisaxs_cnn.CONDITIONS, methods=METHODS, n_examples: int = 4) -> dict:
+    """PSNR and SSIM of the noisy input, the best classical denoiser and the DAE under each of
+    study 3's noise conditions.
+
+    The noisy test images are ``gisaxs_cnn.apply_condition`` with
+    ``gisaxs_cnn.condition_rng(seed, condition)`` (so with study 3's seed they are study 3's
+    noisy test sets); the classical denoisers are tuned per condition on noisy versions of the
+    **validation** images only (their own generator), then applied to the noisy test images
+    (``classical_baseline``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained DAE.
+    clean_test : array_like
+        Clean log-normalised test images (n, S, S), S = ``model.image_size``.
+    validation_clean : array_like
+        Clean validation images (m, S, S), disjoint from the test images.
+    seed : int
+        Seed of the test noise; the validation noise uses (seed, 4200, condition index).
+    conditions : sequence of str
+        Study 3's conditions to score (default all of ``gisaxs_cnn.CONDITIONS``).
+    methods : sequence of str
+        Classical methods tried (default all of ``METHODS``).
+    n_examples : int
+        Images per condition kept for figures.
+
+    Returns
+    -------
+    dict
+        table: ``metric_table`` per condition; psnr_db, ssim: ``{"noisy", "best_classical",
+        "dae"}`` means over the conditions except ``clean`` (where the noisy input's PSNR is
+        infinite); psnr_gain_db: mean DAE PSNR minus mean best-classical PSNR, dB; tuned:
+        ``{condition: {"method", "params", "psnr"}}`` (validation PSNR, dB); examples:
+        ``{condition: {"clean", "noisy", "best_classical", "dae"}}`` of the first
+        ``n_examples`` test images.
+    """
+    x = _batch(check_images(clean_test, name="clean_test"))
+    v = _batch(check_images(validation_clean, name="validation_clean"))
+    _size_matches(model, x, "clean_test")
+    _size_matches(model, v, "validation_clean")
+    seed = checks.integer("seed", seed, 0)
+    conditions = tuple(conditions)
+    for c in conditions:
+        checks.one_of("condition", c, gisaxs_cnn.CONDITIONS)
+    n_ex = checks.integer("n_examples", n_examples, 0, len(x))
+    table, tuned, examples = {}, {}, {}
+    for c in conditions:  # one condition at a time: only its images are held in memory
+        noisy = gisaxs_cnn.apply_condition(x, c, gisaxs_cnn.condition_rng(seed, c))
+        val_rng = np.random.default_rng([seed, 4200, gisaxs_cnn.CONDITIONS.index(c)])
+        base = classical_baseline({c: (gisaxs_cnn.apply_condition(v, c, val_rng), v)}, {c: noisy}, methods=methods)
+        den = dae_outputs(model, noisy)[0]
+        table.update(metric_table(x, {c: noisy}, base["denoised"], dae={c: den}))
+        tuned[c] = {k: base["tuned"][c][k] for k in ("method", "params", "psnr")}
+        examples[c] = {"clean": x[:n_ex], "noisy": noisy[:n_ex], "best_classical": base["denoised"][c][:n_ex],
+                       "dae": den[:n_ex]}
+    scored = [c for c in conditions if c != "clean"] or list(conditions)
+    means = {m: {key: float(np.mean([table[c][key][m] for c in scored])) for key in ("noisy", "best_classical", "dae")}
+             for m in ("psnr", "ssim")}
+    return {"table": table, "psnr_db": means["psnr"], "ssim": means["ssim"],
+            "psnr_gain_db": means["psnr"]["dae"] - means["psnr"]["best_classical"], "tuned": tuned,
+            "examples": examples}
+
+
+def rescue_scores(classifier: torch.nn.Module, model: torch.nn.Module, test_images, test_labels, seed: int,
+                  conditions=gisaxs_cnn.CONDITIONS) -> dict:
+    """Does denoising rescue study 3's classifier? Its accuracy on noisy test images and on the
+    same images after the DAE.
+
+    Parameters
+    ----------
+    classifier : torch.nn.Module
+        Study 3's classifier (e.g. ``gisaxs_cnn.run_clean(...).model``), trained on clean images.
+    model : torch.nn.Module
+        The trained DAE, for the same image size.
+    test_images : array_like
+        Clean log-normalised test images (n, S, S).
+    test_labels : array_like
+        Their class indices (n,) into ``gisaxs.CLASS_NAMES``.
+    seed : int
+        Seed of the noise: ``gisaxs_cnn.condition_rng(seed, condition)``, as ``denoising_scores``.
+    conditions : sequence of str
+        Study 3's conditions (default all).
+
+    Returns
+    -------
+    dict
+        ``{"noisy": {condition: accuracy}, "denoised": {condition: accuracy}}``, fractions in
+        [0, 1].
+    """
+    x = _batch(check_images(test_images, name="test_images"))
+    _size_matches(model, x, "test_images")
+    y = np.asarray(test_labels)
+    if y.shape != (len(x),):
+        raise ValueError(f"test_labels have shape {y.shape}; expected ({len(x)},), one per image")
+    seed = checks.integer("seed", seed, 0)
+    out = {"noisy": {}, "denoised": {}}
+    for c in conditions:
+        noisy = gisaxs_cnn.apply_condition(x, c, gisaxs_cnn.condition_rng(seed, c))
+        den = dae_outputs(model, noisy)[0]
+        acc = gisaxs_cnn.accuracy_on(classifier, {"noisy": noisy, "denoised": den}, y, threads=None)
+        out["noisy"][c], out["denoised"][c] = acc["noisy"], acc["denoised"]
+    return out
+
+
+# --- binning a measurement series -------------------------------------------------------------
+
+def series_scores(model: torch.nn.Module, sizes: dict, config: dict, *, head: NoiseHead | None = None) -> dict:
+    """Bin a simulated measurement series by k-means on the DAE's latent codes, on the pixels and
+    on their principal components, and score each binning against the true structure.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained DAE, for ``config["image_size"]`` px.
+    sizes : dict
+        ``series_length`` (images), ``n_segments`` and ``seed`` (``measurement_series``).
+    config : dict
+        Study 3's dataset config (``gisaxs_cnn.load_data(profile)["config"]``).
+    head : NoiseHead, optional
+        With a noise head, the noise of every series image is also named (``noise_id``).
+
+    Returns
+    -------
+    dict
+        ari: adjusted Rand index ``{"dae", "pixels", "pca"}`` against ``class_index`` with k =
+        the number of distinct structures in the series (``binning_scores``); codes: float32
+        (n, latent); clusters: int64 (n,), the k-means bins of the codes; class_index, segment,
+        noise_kind, severity: the series' labels; images: the noisy series (n, S, S);
+        noise_id: ``noise_id_scores`` (with ``head`` only).
+    """
+    seed = _seed(sizes)
+    series = measurement_series(sizes["series_length"], seed, config, n_segments=sizes["n_segments"])
+    _size_matches(model, series["images"], "series images")
+    _, codes = dae_outputs(model, series["images"])
+    labels = series["class_index"]
+    k = len(np.unique(labels))
+    out = {"ari": binning_scores(series["images"], labels, codes, n_clusters=k, seed=seed), "codes": codes,
+           "clusters": cluster_codes(codes, k, seed)}
+    out.update({key: series[key] for key in ("class_index", "segment", "noise_kind", "severity", "images")})
+    if head is not None:
+        out["noise_id"] = noise_id_scores(head, codes, series["noise_kind"], series["severity"])
+    return out
+
+
+# --- headlines and the whole run ----------------------------------------------------------------
+
+_NO_PAPER = "poster gives no numbers"
+
+HEADLINES = (
+    Headline("psnr_gain_db", "PSNR gain of the DAE over the best tuned classical denoiser (mean over study 3's "
+             "noisy conditions)", "dB", 1, (">=", 3.0), None, _NO_PAPER),
+    Headline("noise_id_accuracy", "noise kind named from the latent code, held-out images (5 kinds)", "%", 100,
+             (">=", 0.95), None, _NO_PAPER),
+    Headline("binning_ari.dae", "binning of a measurement series by k-means on latent codes (ARI)", "", 1,
+             (">=", 0.8), None, _NO_PAPER),
+    Headline("binning_ari.pixels", "binning by k-means on pixels (ARI)", "", 1, None, None, _NO_PAPER),
+    Headline("binning_ari.pca", "binning by k-means on principal components (ARI)", "", 1, None, None, _NO_PAPER),
+    Headline("noise_severity_r2", "noise severity regressed from the latent code (R2)", "", 1, None, None, _NO_PAPER),
+) + tuple(
+    Headline(f"{metric}.{who}", f"{name}, {label} (mean over noisy conditions)", unit, 1, None, None, _NO_PAPER)
+    for metric, name, unit in (("psnr_db", "PSNR", "dB"), ("ssim", "SSIM", ""))
+    for who, label in (("noisy", "noisy input"), ("best_classical", "best classical denoiser"), ("dae", "DAE"))
+)
+
+
+def record_metrics(denoising: dict, noise_id: dict, series: dict, rescue: dict) -> dict:
+    """The study's metrics in the shape of its results record (``report.record``; ``HEADLINES``
+    point into it).
+
+    Parameters
+    ----------
+    denoising : dict
+        ``denoising_scores``' result.
+    noise_id : dict
+        ``noise_id_scores``' result on held-out images.
+    series : dict
+        ``series_scores``' result.
+    rescue : dict
+        ``rescue_scores``' result.
+
+    Returns
+    -------
+    dict
+        psnr_db, ssim: ``{"noisy", "best_classical", "dae"}``; psnr_gain_db (dB);
+        noise_id_accuracy; noise_severity_r2; binning_ari: ``{"dae", "pixels", "pca"}``;
+        rescue_accuracy: ``{"noisy": {condition: accuracy}, "denoised": {...}}``.
+    """
+    return {"psnr_db": dict(denoising["psnr_db"]), "ssim": dict(denoising["ssim"]),
+            "psnr_gain_db": float(denoising["psnr_gain_db"]),
+            "noise_id_accuracy": float(noise_id["accuracy"]), "noise_severity_r2": float(noise_id["severity_r2"]),
+            "binning_ari": dict(series["ari"]),
+            "rescue_accuracy": {k: dict(v) for k, v in rescue.items()}}
+
+
+def run_study(profile: str | None = None, *, clean_run=None, progress: bool = True) -> dict:
+    """Study 4 on study 3's data at ``profile``: train the DAE, then score denoising, naming the
+    noise, rescuing study 3's classifier, and binning a measurement series.
+
+    Steps: study 3's data (``gisaxs_cnn.load_data``; the last ``n_val`` training images are
+    the validation images); ``train_dae`` on the first ``n_train`` of the others; the noise head
+    fitted on the codes of ``n_head`` training images under ``random_noise`` and scored on the
+    first ``n_test`` test images under another draw; ``denoising_scores`` and ``rescue_scores``
+    on those test images (classical tuning on the first ``n_tune`` validation images);
+    ``series_scores`` with the noise head.
+
+    Parameters
+    ----------
+    profile : str, optional
+        'quick', 'standard' or 'paper' (default: the current profile).
+    clean_run : gisaxs_cnn.CleanRun, optional
+        Study 3's clean classifier; trained here (``gisaxs_cnn.run_clean``) when None.
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    dict
+        profile, sizes; model (the DAE) and history; head (``NoiseHead``); classifier (study
+        3's model); metrics (``record_metrics``); denoising, noise_id, rescue, series (the
+        full results); timings: seconds per step (load_s, clean_s, train_s, head_s,
+        denoising_s, rescue_s, series_s, total_s) and epochs.
+    """
+    profile = profiles.current_profile(profile)
+    sizes = profile_sizes(profile)
+    seed = _seed(sizes)
+    timings: dict = {}
+    t_all = time.perf_counter()
+    with report.timer(timings, "load_s"):
+        data = gisaxs_cnn.load_data(profile, progress=progress)
+    if clean_run is None:
+        with report.timer(timings, "clean_s"):
+            clean_run = gisaxs_cnn.run_clean(profile, data=data, progress=progress)
+    x = data["train"]["images"]
+    n_val = checks.integer("n_val", sizes["n_val"], 1, len(x) - 1)
+    train, val = x[:-n_val][:sizes["n_train"]], x[-n_val:]
+    n_test = sizes["n_test"]
+    xt, yt = data["test"]["images"][:n_test], data["test"]["labels"][:n_test]
+    with gisaxs_cnn.torch_threads(sizes["threads"]):
+        with report.timer(timings, "train_s"):
+            model, history = train_dae(train, val, sizes, progress=progress)
+        timings["epochs"] = len(history.train_loss)
+        with report.timer(timings, "head_s"):
+            xh, kh, lh = random_noise(train[:sizes["n_head"]], np.random.default_rng([seed, 4300]))
+            head = noise_head(dae_outputs(model, xh)[1], kh, _severities(kh, lh))
+            xq, kq, lq = random_noise(xt, np.random.default_rng([seed, 4301]))
+            noise_id = noise_id_scores(head, dae_outputs(model, xq)[1], kq, _severities(kq, lq))
+        with report.timer(timings, "denoising_s"):
+            denoising = denoising_scores(model, xt, val[:sizes["n_tune"]], seed + 100)
+        with report.timer(timings, "rescue_s"):
+            rescue = rescue_scores(clean_run.model, model, xt, yt, seed + 100)
+        with report.timer(timings, "series_s"):
+            series = series_scores(model, sizes, data["config"], head=head)
+    timings["total_s"] = time.perf_counter() - t_all
+    return {"profile": profile, "sizes": sizes, "model": model, "history": history, "head": head,
+            "classifier": clean_run.model, "metrics": record_metrics(denoising, noise_id, series, rescue),
+            "denoising": denoising, "noise_id": noise_id, "rescue": rescue, "series": series, "timings": timings}
+
+
+def _severities(kind_index, level) -> np.ndarray:
+    return np.array([severity(NOISE_TYPES[k], v) for k, v in zip(kind_index, level)])
