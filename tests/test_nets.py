@@ -92,7 +92,7 @@ def test_input_transforms_known_values():
 def test_regression_cnn_sizes_and_scale():
     from sashelpers.learn.nets import RegressionCNN
 
-    small, large = RegressionCNN(64, 15), RegressionCNN(64, 15, width=64, hidden=850)
+    small, large = RegressionCNN(64, 15, bin=2, hidden=400), RegressionCNN(64, 15, bin=2, width=64, hidden=3400)
     assert 0.19e6 < small.n_parameters() < 0.23e6 and 7.0e6 < large.n_parameters() < 7.4e6  # the slides' two nets
     torch.manual_seed(0)
     net = RegressionCNN(32, 3, bin=2).eval()

@@ -51,11 +51,12 @@ BETA_MAX = {2: 1.5, 3: 2.0, 4: 2.5}
 
 #: Profile sizes. size: lattice edge L = image edge (px); n_train lattices per span (the last
 #: n_val of them for validation) and n_test; n_sweeps of Metropolis from a random start. The
-#: network: ``nets.RegressionCNN`` with bin, width, hidden (large_*: the slides' large network),
+#: network: ``nets.RegressionCNN`` with bin, width, hidden (at 64 px about 0.22 M parameters, the
+#: slides' small network; large_*: about 7.2 M, their large one),
 #: trained for epochs with batch_size and a one-cycle learning rate lr. Decoding: n_decode test
 #: images re-simulated with n_feedback feedback sweeps; image R2 after a smooth_px Gaussian.
 #: bar_r2: the notebook's hidden check on the smallest R2 over the spans.
-_COMMON = {"bin": 2, "log": False, "width": 16, "hidden": 96, "large_width": 64, "large_hidden": 850,
+_COMMON = {"bin": 2, "log": False, "width": 16, "hidden": 400, "large_width": 64, "large_hidden": 3400,
            "batch_size": 32, "lr": 1e-3, "seed": 5, "smooth_px": 2.0}
 SIZES = {
     "quick": {**_COMMON, "size": 32, "n_train": 1200, "n_val": 200, "n_test": 300, "n_sweeps": 40,
@@ -604,7 +605,9 @@ def experiment(name: str, profile: str = "standard", *, spans=SPANS, n_train=(10
         big = {**sizes, "n_train": max(n_train) + int(sizes["n_val"])} if name == "learning_curve" else sizes
         data = load_data(span, sizes=big, progress=progress)
         if name == "learning_curve":
-            out[span] = [_summary(run_span(span, sizes=big, data=data, n_train=n, progress=progress)) for n in n_train]
+            available = len(data["train"]["labels"]) - int(sizes["n_val"])  # a one-kind lattice may be left out
+            out[span] = [_summary(run_span(span, sizes=big, data=data, n_train=min(n, available), progress=progress))
+                         for n in n_train]
         else:
             out[span] = {"small": _summary(run_span(span, sizes=sizes, data=data, progress=progress)),
                          "large": _summary(run_span(span, sizes=sizes, data=data, large=True, progress=progress))}
