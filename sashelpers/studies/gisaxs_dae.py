@@ -1426,3 +1426,71 @@ def run_study(profile: str | None = None, *, clean_run=None, progress: bool = Tr
 
 def _severities(kind_index, level) -> np.ndarray:
     return np.array([severity(NOISE_TYPES[k], v) for k, v in zip(kind_index, level)])
+
+
+# --------------------------------------------------------------------------------------------
+# Figures for the notebook
+# --------------------------------------------------------------------------------------------
+
+def draw_architecture(ax, sizes: dict, image_size: int) -> None:
+    """A block diagram of the study's DAE (``build_dae``) on a matplotlib axes.
+
+    One box per feature map, its height proportional to the map's side, its width growing with
+    the number of channels, and its shape (channels x side x side) written below it: the
+    encoder's three stride-2 convolutions, the latent vector (``sizes["latent"]`` numbers, what
+    the noise head and the clustering read), the decoder's transposed convolutions back to the
+    image. Skip connections are drawn dashed from each encoder stage to the decoder stage of the
+    same size, and marked "off" when ``sizes["skips"]`` is false. A side that is not a multiple
+    of 8 is drawn at the padded size the network works on (``PaddedAutoencoder``).
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes to draw on (its axis is switched off).
+    sizes : dict
+        ``width``, ``latent`` and ``skips``, e.g. ``profile_sizes(profile)``.
+    image_size : int
+        Side of the images in px.
+    """
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    size = checks.integer("image_size", image_size, MIN_IMAGE_PX, 1024)
+    s = -(-size // 8) * 8
+    w = checks.integer("width", sizes["width"], 1, 512)
+    latent = checks.integer("latent", sizes["latent"], 1, 65_536)
+    skips = bool(sizes["skips"])
+    colours = {"image": "0.6", "enc": "#4c72b0", "latent": "#55a868", "dec": "#dd8452"}
+    pad = f"\n({size} px, padded)" if s != size else ""
+    crop = f"\n(cropped to {size} px)" if s != size else ""
+    blocks = [("image", 1, s, "noisy\nimage" + pad), ("enc", w, s // 2, ""), ("enc", 2 * w, s // 4, ""),
+              ("enc", 4 * w, s // 8, ""), ("latent", latent, None, ""), ("dec", 4 * w, s // 8, ""),
+              ("dec", 2 * w, s // 4, ""), ("dec", w, s // 2, ""), ("dec", w, s, ""),
+              ("image", 1, s, "denoised\nimage" + crop)]
+    tops, right = [], 0.0
+    for i, (kind, ch, side, label) in enumerate(blocks):
+        if side is None:  # the latent vector: a thin bar
+            bw, bh, shape = 0.12, 1.6, f"latent code:\n{ch} numbers"
+        else:
+            bw, bh, shape = 0.14 + 0.07 * math.log2(ch + 1), 0.3 + 2.0 * side / s, f"{ch}×{side}×{side}"
+        ax.add_patch(Rectangle((i - bw / 2, -bh / 2), bw, bh, facecolor=colours[kind], edgecolor="k", lw=0.8,
+                               alpha=0.85))
+        ax.text(i, -bh / 2 - 0.12, shape, ha="center", va="top", fontsize=7)
+        if label:
+            ax.text(i, bh / 2 + 0.1, label, ha="center", va="bottom", fontsize=8)
+        tops.append(bh / 2)
+        if i:
+            ax.annotate("", xy=(i - bw / 2 - 0.02, 0), xytext=(right + 0.02, 0),
+                        arrowprops={"arrowstyle": "->", "lw": 0.8})
+        right = i + bw / 2
+    style = {"ls": "--", "lw": 1.0, "color": "k" if skips else "0.6"}
+    for k, (a, b) in enumerate(((3, 5), (2, 6), (1, 7))):  # encoder stage -> decoder stage of the same side
+        y = max(tops[a:b + 1]) + 0.25 + 0.22 * k
+        ax.plot([a, a, b], [tops[a], y, y], **style)
+        ax.add_patch(FancyArrowPatch((b, y), (b, tops[b]), arrowstyle="->", mutation_scale=8, **style))
+    ax.text(4, max(tops) + 0.95, "skip connections" + ("" if skips else " (off in this profile)"), ha="center",
+            fontsize=8, color=style["color"])
+    ax.text(4.5, -2.05, "encoder: conv 3×3, stride 2, batch norm, ReLU  ·  latent: linear maps  ·  "
+            "decoder: transposed conv 4×4, stride 2, batch norm, ReLU  ·  output: conv 3×3, sigmoid",
+            ha="center", va="top", fontsize=7)
+    ax.set(xlim=(-0.7, len(blocks) - 0.3), ylim=(-2.5, max(tops) + 1.3))
+    ax.axis("off")
