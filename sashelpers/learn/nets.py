@@ -200,6 +200,17 @@ class ResNetCNN(_ImageNet):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.n_classes))
 
 
+def _one_channel(x, image_size: int) -> torch.Tensor:
+    """Images (batch, S, S) or (batch, 1, S, S) as a floating (batch, 1, S, S) tensor; ValueError otherwise."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError("x must be a floating torch.Tensor of images (batch, H, W) or (batch, 1, H, W)")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, image_size, image_size):
+        raise ValueError(f"x has shape {tuple(x.shape)}; expected (batch, {image_size}, {image_size})")
+    return x
+
+
 class RegressionCNN(nn.Module):
     """A CNN from a non-negative intensity image to ``n_out`` real numbers (study 5).
 
@@ -237,12 +248,7 @@ class RegressionCNN(nn.Module):
                                   nn.Linear(hidden, self.n_out))
 
     def forward(self, x):
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ValueError("x must be a floating torch.Tensor")
-        if x.ndim == 3:
-            x = x.unsqueeze(1)
-        if x.ndim != 4 or tuple(x.shape[1:]) != (1, self.image_size, self.image_size):
-            raise ValueError(f"x has shape {tuple(x.shape)}; expected (batch, {self.image_size}, {self.image_size})")
+        x = _one_channel(x, self.image_size)
         x = x / torch.clamp(x.mean(dim=(-2, -1), keepdim=True), min=1e-30)
         if self.log:
             x = torch.log1p(torch.clamp(x, min=0.0))
@@ -298,13 +304,7 @@ class DenoisingAutoencoder(nn.Module):
         self.out = nn.Conv2d(width, 1, 3, padding=1)
 
     def _prepare(self, x) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ValueError("x must be a floating torch.Tensor of images (batch, H, W) or (batch, 1, H, W)")
-        if x.ndim == 3:
-            x = x.unsqueeze(1)
-        if x.ndim != 4 or tuple(x.shape[1:]) != (1, self.image_size, self.image_size):
-            raise ValueError(f"x has shape {tuple(x.shape)}; expected (batch, {self.image_size}, {self.image_size})")
-        return x
+        return _one_channel(x, self.image_size)
 
     def _encode(self, x):
         feats = []
