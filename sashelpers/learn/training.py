@@ -13,6 +13,7 @@ import json
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -231,3 +232,17 @@ def load_model(path: str | Path, model: torch.nn.Module, device=None) -> dict:
     model.load_state_dict(state)
     model.eval()
     return json.loads(path.with_suffix(".json").read_text())
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the with-block with ``torch.set_num_threads(n)`` (None: leave torch's setting)."""
+    old = torch.get_num_threads()
+    if n is not None:
+        if int(n) != n or n < 1:
+            raise ValueError(f"threads={n!r} must be a positive integer or None")
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

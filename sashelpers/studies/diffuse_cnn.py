@@ -22,8 +22,8 @@ noise and blur (``measured_like``), and the slides' correction pipeline (``corre
 Decoding (``decode``): feedback Monte Carlo at the predicted coefficients makes a new lattice,
 whose image is compared with the input. Two lattices with the *same* coefficients have different
 speckle (each pixel of a single lattice's I(h) fluctuates by about its own mean), so the image R2
-of a perfect decoding is bounded by that of two independent simulations at the true couplings:
-``noise_ceiling``.
+of a perfect decoding is bounded by that of two independent simulations at the true couplings
+(``decoding`` measures both).
 
 Sizes per profile are ``SIZES`` (``profile_sizes``); the slides' numbers are ``SLIDES``.
 """
@@ -313,10 +313,8 @@ def run_span(span: int, profile: str | None = None, *, sizes: dict | None = None
     measured: train on ``measured_like`` + ``correct`` images (fresh detector noise every epoch)
     instead of clean ones. Returns {"model", "history", "span", "n_train", "test_pred",
     "test_labels", "mse", "r2", "train_s", "n_parameters"}."""
-    import torch
-
     from ..learn import nets
-    from ..learn.training import fit
+    from ..learn.training import fit, torch_threads
 
     sizes = sizes or profile_sizes(profile)
     span = checks.one_of("span", span, SPANS)
@@ -335,17 +333,12 @@ def run_span(span: int, profile: str | None = None, *, sizes: dict | None = None
         x_te = correct(*measured_like(x_te, rng))
         epoch_data = _measured_epochs(x_tr, y_tr, int(sizes["seed"]))
     model = build_model(sizes, span, large=large)
-    threads = threads or sizes.get("threads") or torch.get_num_threads()
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads or sizes.get("threads")):
         t0 = time.perf_counter()
         history = fit(model, nets.regression_loss, (x_tr, y_tr), (x_va, y_va),
                       train_config(sizes, epochs=epochs, progress=progress), epoch_data=epoch_data)
         train_s = time.perf_counter() - t0
         pred = predict(model, x_te)
-    finally:
-        torch.set_num_threads(old)
     return {"model": model, "history": history, "span": span, "n_train": len(x_tr), "test_images": x_te,
             "test_pred": pred, "test_labels": y_te, "mse": float(((pred - y_te) ** 2).mean()),
             "r2": r2_score(y_te, pred), "train_s": train_s, "n_parameters": model.n_parameters(),
@@ -401,34 +394,6 @@ def decode(coefficients, size: int, rng, *, n_feedback: int = 200, n_equilibrate
     return {"images": image.astype(np.float32), "achieved": out["achieved"], "couplings": out["couplings"]}
 
 
-def noise_ceiling(couplings, size: int, n_sweeps: int, rng) -> dict:
-    """A second, independent lattice at each of the true couplings: its image against the first
-    one's bounds what any decoding can reach (the two share every coefficient up to their own
-    fluctuations, and differ in speckle). Returns ``simulate``'s dict."""
-    return simulate(couplings, size, n_sweeps, rng)
-
-
-# --------------------------------------------------------------------------------------------
-# Monte Carlo: convergence and the two label routes, measured
-# --------------------------------------------------------------------------------------------
-
-def convergence(span: int, size: int, n: int, sweeps, rng) -> dict:
-    """Coefficients of n lattices (couplings from ``sample_couplings`` at ``BETA_MAX``) measured
-    after each number of sweeps in ``sweeps`` (increasing), from one random start each.
-    Returns {"sweeps", "labels": (len(sweeps), n, n_v), "seconds"}."""
-    sweeps = [checks.integer("sweeps", s, 0) for s in sweeps]
-    if sweeps != sorted(sweeps):
-        raise ValueError(f"sweeps={sweeps} must increase")
-    k = sample_couplings(span, n, rng, beta_max=BETA_MAX[span])
-    spins = diffuse.random_spins(len(k), size, rng)
-    done, labels, t0 = 0, [], time.perf_counter()
-    for target in sweeps:
-        diffuse.sweep(spins, k, 0.0, rng, target - done)
-        done = target
-        labels.append(diffuse.correlations(spins, span))
-    return {"sweeps": sweeps, "labels": np.stack(labels), "seconds": time.perf_counter() - t0}
-
-
 def label_routes(span: int, size: int, n: int, rng, *, n_sweeps: int = 100, n_feedback: int = 200,
                  n_equilibrate: int = 50) -> dict:
     """Both ways to reach labels, on the same n targets, timed.
@@ -475,7 +440,7 @@ def decoding(run: dict, data: dict, sizes: dict, *, progress: bool = False) -> d
     rng = np.random.default_rng([int(sizes["seed"]), run["span"], 31])
     t0 = time.perf_counter()
     dec = decode(run["test_pred"][:n], size, rng, n_feedback=int(sizes["n_feedback"]))
-    twin = noise_ceiling(data["test"]["couplings"][:n], size, int(sizes["n_sweeps"]), rng)
+    twin = simulate(data["test"]["couplings"][:n], size, int(sizes["n_sweeps"]), rng)  # the ceiling's second lattice
     x = data["test"]["images"][:n]
     out = {"n": n, "seconds": time.perf_counter() - t0, "decoded_images": dec["images"],
            "twin_images": twin["images"], "achieved": dec["achieved"]}

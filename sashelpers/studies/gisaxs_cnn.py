@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import os
 import time
-from statistics import NormalDist
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import torch
 
 from ..core import checks, datasets, profiles
 from ..core.report import Headline
-from ..learn import nets
+from ..learn import nets, training
 from ..learn.training import History, TrainConfig, fit
 from ..physics import gisaxs
 
@@ -260,20 +259,6 @@ class CleanRun:
         return self.recall["HCP[0001]"]
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Run the with-block with ``torch.set_num_threads(n)`` (None: leave torch's setting)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        if int(n) != n or n < 1:
-            raise ValueError(f"threads={n!r} must be a positive integer or None")
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def run_clean(profile: str | None = None, *, workers: int | None = None, progress: bool = True,
               device=None, data: dict | None = None, threads: int | None = None) -> CleanRun:
     """Generate/load the data, train on clean images, evaluate on the clean test set.
@@ -294,12 +279,12 @@ def run_clean(profile: str | None = None, *, workers: int | None = None, progres
     model = build_model(sizes)
     config = train_config(sizes, progress=progress)
     t0 = time.perf_counter()
-    with torch_threads(threads):
+    with training.torch_threads(threads):
         history = fit(model, nets.classification_loss, train, val, config, device=device)
     timings["train_s"] = time.perf_counter() - t0
     timings["epochs"] = len(history.train_loss)
     xt, yt = data["test"]["images"], data["test"]["labels"]
-    with torch_threads(threads):
+    with training.torch_threads(threads):
         probs = nets.predict(model, xt).numpy()
     pred = probs.argmax(1)
     cm = confusion_matrix(yt, pred, len(gisaxs.CLASS_NAMES))
@@ -473,7 +458,7 @@ def accuracy_on(model: torch.nn.Module, sets: dict, labels, *, threads: int | No
     """{condition: accuracy of ``model`` on sets[condition]} (sets from ``noisy_sets``)."""
     labels = np.asarray(labels)
     out = {}
-    with torch_threads(threads):
+    with training.torch_threads(threads):
         for c, x in sets.items():
             out[c] = float((nets.predict(model, x).numpy().argmax(1) == labels).mean())
     return out
@@ -511,7 +496,7 @@ def _train(sizes: dict, train, val, *, threads, device, progress, epochs: int | 
     if init is not None:
         model.load_state_dict(init.state_dict())
     config = train_config(sizes, epochs=epochs, progress=progress, lr=lr)
-    with torch_threads(threads):
+    with training.torch_threads(threads):
         history = fit(model, nets.classification_loss, train, val, config, device=device, epoch_data=epoch_data)
     return model, history
 
@@ -624,7 +609,7 @@ def accuracy_by_reps(model: torch.nn.Module, images, labels, reps, bins=REPS_BIN
     labels, n1 = np.asarray(labels), np.asarray(reps)[:, 0]
     if len(n1) != len(labels) or len(images) != len(labels):
         raise ValueError(f"images, labels and reps differ in length: {len(images)}, {len(labels)}, {len(n1)}")
-    with torch_threads(threads):
+    with training.torch_threads(threads):
         pred = nets.predict(model, images).numpy().argmax(1)
     rows = []
     for lo, hi in bins:
@@ -742,7 +727,7 @@ def learning_curve(data: dict, sizes: dict, n_train=(2625, 5250, 10500, 21000), 
         n = min(int(n), len(x))
         t0 = time.perf_counter()
         model, _ = _train(sizes, *_split(x[:n], y[:n]), threads=threads, device="cpu", progress=progress)
-        with torch_threads(threads):
+        with training.torch_threads(threads):
             pred = nets.predict(model, xt).numpy().argmax(1)
         hcp = gisaxs.CLASS_NAMES.index("HCP[0001]")
         out["n_train"].append(n)

@@ -56,7 +56,7 @@ import torch
 
 from ..core import checks, profiles, report
 from ..core.report import Headline
-from ..learn import nets
+from ..learn import nets, training
 from ..learn.training import TrainConfig, fit
 from ..physics import gisaxs
 from ..physics import noise as noise_models
@@ -1010,7 +1010,7 @@ def train_dae(clean_train, clean_val, sizes: dict, *, skips: bool | None = None,
                          lr=checks.positive("lr", sizes["lr"], 1.0), schedule="onecycle", patience=epochs,
                          seed=seed, progress=progress)
     threads = sizes.get("threads") if threads is None else threads
-    with gisaxs_cnn.torch_threads(threads):
+    with training.torch_threads(threads):
         history = fit(model, nets.denoising_loss, epoch_data(0), (val_noisy, xv), config, device=device,
                       epoch_data=epoch_data)
     return model.eval(), history
@@ -1403,7 +1403,7 @@ def run_study(profile: str | None = None, *, clean_run=None, progress: bool = Tr
     train, val = x[:-n_val][:sizes["n_train"]], x[-n_val:]
     n_test = sizes["n_test"]
     xt, yt = data["test"]["images"][:n_test], data["test"]["labels"][:n_test]
-    with gisaxs_cnn.torch_threads(sizes["threads"]):
+    with training.torch_threads(sizes["threads"]):
         with report.timer(timings, "train_s"):
             model, history = train_dae(train, val, sizes, progress=progress)
         timings["epochs"] = len(history.train_loss)
