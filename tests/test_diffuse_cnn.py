@@ -91,3 +91,15 @@ def test_decode_reaches_the_coefficients_of_an_image():
     out = S.decode(sim["labels"], 48, rng, n_feedback=150, n_equilibrate=30)
     np.testing.assert_allclose(out["achieved"], sim["labels"], atol=3 / 48)
     assert out["images"].shape == sim["images"].shape
+
+
+def test_convergence_and_label_routes_run_and_measure():
+    rng = np.random.default_rng(8)
+    conv = S.convergence(2, 16, 6, [0, 2, 5], rng)
+    assert conv["labels"].shape == (3, 6, 3) and conv["sweeps"] == [0, 2, 5]
+    assert np.abs(conv["labels"][0]).max() < 0.6  # random start: no order yet
+    with pytest.raises(ValueError, match="increase"):
+        S.convergence(2, 16, 2, [5, 2], rng)
+    routes = S.label_routes(2, 16, 8, rng, n_sweeps=10, n_feedback=20, n_equilibrate=5)
+    assert routes["feedback_rms_error"] > 0 and routes["feedback_s_per_lattice"] > 0
+    assert routes["feedback_r2_ceiling"] <= 1.0

@@ -394,6 +394,27 @@ def decode(coefficients, size: int, rng, *, n_feedback: int = 200, n_equilibrate
     return {"images": image.astype(np.float32), "achieved": out["achieved"], "couplings": out["couplings"]}
 
 
+# --------------------------------------------------------------------------------------------
+# Monte Carlo: convergence and the two label routes, measured
+# --------------------------------------------------------------------------------------------
+
+def convergence(span: int, size: int, n: int, sweeps, rng) -> dict:
+    """Coefficients of n lattices (couplings from ``sample_couplings`` at ``BETA_MAX``) measured
+    after each number of sweeps in ``sweeps`` (increasing), from one random start each.
+    Returns {"sweeps", "labels": (len(sweeps), n, n_v), "seconds"}."""
+    sweeps = [checks.integer("sweeps", s, 0) for s in sweeps]
+    if sweeps != sorted(sweeps):
+        raise ValueError(f"sweeps={sweeps} must increase")
+    k = sample_couplings(span, n, rng, beta_max=BETA_MAX[span])
+    spins = diffuse.random_spins(len(k), size, rng)
+    done, labels, t0 = 0, [], time.perf_counter()
+    for target in sweeps:
+        diffuse.sweep(spins, k, 0.0, rng, target - done)
+        done = target
+        labels.append(diffuse.correlations(spins, span))
+    return {"sweeps": sweeps, "labels": np.stack(labels), "seconds": time.perf_counter() - t0}
+
+
 def label_routes(span: int, size: int, n: int, rng, *, n_sweeps: int = 100, n_feedback: int = 200,
                  n_equilibrate: int = 50) -> dict:
     """Both ways to reach labels, on the same n targets, timed.
