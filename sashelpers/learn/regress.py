@@ -21,6 +21,32 @@ the guarantee is approximate; the test-set coverage is the honest check.
 
 The device is chosen explicitly (``backend.xgboost_device()``), because XGBoost silently falls
 back to the CPU. Models are saved in XGBoost's JSON format next to a JSON model card; no pickles.
+
+Training on a Dask cluster (``fit(..., client=...)``): the standardised training and validation
+rows are split into one contiguous block per worker, scattered to the workers (the data go
+from this process to the workers once, not through the scheduler's task graph) and wrapped as
+row-chunked dask arrays; each booster is then trained by ``xgboost.dask.train`` on
+``DaskQuantileDMatrix`` objects of them, with the same parameters, number of rounds and early
+stopping on the validation set as the local path. Every worker builds histograms of its own rows and
+XGBoost's collective (allreduce) sums them, so all workers grow the same trees; the result is a
+plain ``xgboost.Booster``, stored like a local one, so prediction, ``save`` and ``load`` do not
+change. What differs from the local path, and why:
+
+- The boosters of the outputs are trained one after another, each on all workers:
+  ``xgboost.dask`` holds a lock on the workers for the duration of a training, so trainings
+  on the same workers cannot overlap (the local path trains up to ``n_jobs`` at once).
+- Threads: each worker uses its own thread count (``nthread`` is not forced to 1 as it is
+  locally; size the workers with ``dask worker --nthreads``).
+- Device: the workers train on the GPU only when the caller asks for it (``device="cuda"``,
+  or ``"device": "cuda"`` in ``params``); otherwise on their CPUs, whatever this process has,
+  since this machine's GPU says nothing about theirs. The returned boosters predict here on
+  ``self.device``. One GPU per worker (``dask_cuda``): two workers may not share a GPU.
+- The models are equivalent, not identical, to local ones: the histogram bins come from a
+  merged sketch of the workers' rows and ``subsample`` draws rows per worker.
+- The quantile boosters (``reg:quantileerror`` with two levels at once) and early stopping are
+  supported by ``xgboost.dask`` and used as they are; ``evals_result`` is not (the evaluation
+  history comes back with the booster instead), and ``xgboost.dask`` needs ``pandas`` and
+  ``pyarrow`` (it imports ``dask.dataframe``), imported only on this path.
 """
 
 from __future__ import annotations
@@ -114,11 +140,57 @@ def _check_Y(Y, outputs, n_rows, name="Y") -> np.ndarray:
     return checks.array(name, Y)
 
 
+def _check_client(client) -> list[str]:
+    """The addresses of ``client``'s workers (sorted); ValueError unless it is a synchronous
+    ``distributed.Client`` connected to a scheduler with at least one worker."""
+    import distributed
+
+    if not isinstance(client, distributed.Client):
+        raise ValueError(f"client={client!r} must be a distributed.Client (or None to train here)")
+    if client.asynchronous:
+        raise ValueError("client is asynchronous; fit() needs a synchronous distributed.Client")
+    if client.status != "running":
+        raise ValueError(f"client is {client.status!r}, not running")
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise ValueError(f"the scheduler at {client.scheduler.address} has no workers")
+    return workers
+
+
+def _import_xgboost_dask():
+    try:
+        import xgboost.dask as xgb_dask
+    except ImportError as exc:  # it imports dask.dataframe: pandas and pyarrow
+        raise ImportError(f"training on Dask needs xgboost.dask, which failed to import ({exc}); "
+                          "install dask[dataframe] (pandas and pyarrow)") from exc
+    return xgb_dask
+
+
+def _scatter_rows(client, workers: list[str], arrays: list, held: list) -> list:
+    """Row-chunked dask arrays of ``arrays`` (same number of rows): one contiguous block
+    of rows per worker (fewer blocks when there are fewer rows than workers), the blocks of all
+    arrays for the same rows sent to the same worker. The futures are appended to ``held``."""
+    import dask.array as da
+
+    n = len(arrays[0])
+    bounds = np.linspace(0, n, min(len(workers), n) + 1).astype(int)
+    parts: list[list] = [[] for _ in arrays]
+    for w, a, b in zip(workers, bounds[:-1], bounds[1:]):
+        for part, arr in zip(parts, arrays):
+            block = np.ascontiguousarray(arr[a:b])
+            future = client.scatter(block, workers=[w], hash=False)
+            held.append(future)
+            part.append(da.from_delayed(future, shape=block.shape, dtype=block.dtype))
+    return [da.concatenate(part, axis=0) for part in parts]
+
+
 class BoostedRegressor:
     """One XGBoost model per output (squared error), plus optional 5/95 % quantile models.
 
     params: XGBoost hyperparameters (sklearn-style names) plus ``n_estimators`` (most trees)
-    and ``early_stopping_rounds``. ``device`` defaults to ``backend.xgboost_device()``.
+    and ``early_stopping_rounds``. ``device`` defaults to ``params["device"]`` if present, else
+    ``backend.xgboost_device()``; on a Dask cluster (``fit(..., client=...)``) the workers use
+    the GPU only when ``device`` or ``params`` ask for it (see the module docstring).
     """
 
     def __init__(self, outputs, params: dict | None = None, *, quantiles=QUANTILES, device: str | None = None,
@@ -127,6 +199,11 @@ class BoostedRegressor:
         if not outputs or len(set(outputs)) != len(outputs):
             raise ValueError(f"outputs={outputs!r} must be a non-empty list of distinct names")
         params = {**DEFAULT_PARAMS, **(params or {})}
+        if device is None:  # a device in params counts as asked for; it is kept as self.device
+            device = params.pop("device", None)
+        else:
+            params.pop("device", None)
+        self.device_requested = device is not None
         for k in ("learning_rate", "subsample", "colsample_bytree"):
             if not 0 < float(params[k]) <= 1:
                 raise ValueError(f"params[{k!r}]={params[k]!r} must lie in (0, 1]")
@@ -153,15 +230,24 @@ class BoostedRegressor:
         self.history: dict = {}
 
     # -- training --
-    def _xgb_params(self, objective: str, **extra) -> dict:
+    def _xgb_params(self, objective: str, device: str | None = None, **extra) -> dict:
+        """XGBoost's parameters for one booster. ``device=None``: this process's device with one
+        thread per booster on the CPU; a device given (the Dask path): no thread count, so that
+        each Dask worker uses its own."""
         p = {k: v for k, v in self.params.items() if k not in _BOOST_KEYS}
         p["eta"] = p.pop("learning_rate")
         p["lambda"] = p.pop("reg_lambda")
-        p.update(objective=objective, tree_method="hist", device=self.device, seed=self.seed,
+        p.update(objective=objective, tree_method="hist", device=device or self.device, seed=self.seed,
                  verbosity=0, **extra)
-        if self.device == "cpu":
+        if device is None and self.device == "cpu":
             p["nthread"] = 1
         return p
+
+    @property
+    def worker_device(self) -> str:
+        """The device the Dask workers train on: ``self.device`` when the caller asked for one
+        (the ``device`` argument or ``params["device"]``), else "cpu"."""
+        return self.device if self.device_requested else "cpu"
 
     def _standardise(self, X):
         return (X - self.x_mean) / self.x_std
@@ -195,18 +281,63 @@ class BoostedRegressor:
         with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
             return list(pool.map(run, jobs))
 
-    def fit(self, X, Y, X_val, Y_val) -> "BoostedRegressor":
-        """Train on (X, Y), early-stopping on (X_val, Y_val). Y: array (n, outputs) or dict name -> array."""
+    def fit(self, X, Y, X_val, Y_val, *, client=None) -> "BoostedRegressor":
+        """Train on (X, Y), early-stopping on (X_val, Y_val).
+
+        Parameters
+        ----------
+        X, X_val : array (samples, features)
+            Training and validation features.
+        Y, Y_val : array (samples, outputs) or dict
+            Labels, columns in the order of ``outputs`` (or a dict output name -> array).
+        client : distributed.Client, optional
+            Train each booster with ``xgboost.dask.train`` on this client's workers (see the
+            module docstring); None (the default) trains in this process.
+
+        Returns
+        -------
+        BoostedRegressor
+            self, with ``boosters`` (and ``quantile_boosters``) filled and, with quantiles and
+            ``conformal``, the intervals calibrated on the validation set. ``history["engine"]``
+            is "local" or "dask" (then ``history["dask"]`` says where it ran).
+
+        Raises
+        ------
+        ValueError
+            For inputs of the wrong shape or non-finite values, fewer than 2 training samples,
+            or a ``client`` that is not a synchronous ``distributed.Client`` with workers.
+        """
         X = _check_X(X)
         X_val = _check_X(X_val, X.shape[1], "X_val")
         Y = _check_Y(Y, self.outputs, len(X))
         Y_val = _check_Y(Y_val, self.outputs, len(X_val), "Y_val")
         if len(X) < 2:
             raise ValueError("X needs at least 2 training samples")
+        workers = _check_client(client) if client is not None else None
         self.x_mean = X.mean(axis=0)
         self.x_std = X.std(axis=0) + np.float32(1e-6)
         Xs, Xvs = self._standardise(X), self._standardise(X_val)
         t0 = time.perf_counter()
+        if client is not None:
+            self._fit_dask(client, workers, Xs, Y, Xvs, Y_val)
+        else:
+            self._fit_local(Xs, Y, Xvs, Y_val)
+        if self.quantile_boosters and self.conformal:
+            self.calibrate_intervals(X_val, Y_val)
+        self.history["fit_seconds"] = time.perf_counter() - t0
+        self.history["n_train"], self.history["n_val"] = len(X), len(X_val)
+        return self
+
+    def _store(self, out: str, kind: str, booster, curve) -> None:
+        h = self.history.setdefault(out, {})
+        if kind == "point":
+            self.boosters[out] = booster
+            h.update(best_iteration=int(booster.best_iteration), val_rmse=float(min(curve)))
+        else:
+            self.quantile_boosters[out] = booster
+            h["quantile_best_iteration"] = int(booster.best_iteration)
+
+    def _fit_local(self, Xs, Y, Xvs, Y_val) -> None:
         jobs = []
         for j, out in enumerate(self.outputs):
             dtr = self._dmatrix(Xs, Y[:, j])
@@ -218,18 +349,45 @@ class BoostedRegressor:
                 jobs.append((out, "quantile", qp, dtr_q, self._dmatrix(Xvs, Y_val[:, j], ref=dtr_q), "quantile"))
         results = self._run_jobs(jobs)
         for (out, kind, *_), (booster, curve) in zip(jobs, results):
-            h = self.history.setdefault(out, {})
-            if kind == "point":
-                self.boosters[out] = booster
-                h.update(best_iteration=int(booster.best_iteration), val_rmse=float(min(curve)))
-            else:
-                self.quantile_boosters[out] = booster
-                h["quantile_best_iteration"] = int(booster.best_iteration)
-        if self.quantile_boosters and self.conformal:
-            self.calibrate_intervals(X_val, Y_val)
-        self.history["fit_seconds"] = time.perf_counter() - t0
-        self.history["n_train"], self.history["n_val"] = len(X), len(X_val)
-        return self
+            self._store(out, kind, booster, curve)
+        self.history["engine"] = "local"
+        self.history.pop("dask", None)
+
+    def _fit_dask(self, client, workers: list[str], Xs, Y, Xvs, Y_val) -> None:
+        """The boosters trained with ``xgboost.dask.train``, one after another, on row blocks of
+        the data scattered over ``workers``."""
+        xgb_dask = _import_xgboost_dask()
+        held = []  # the scattered blocks' futures: kept alive until every booster is trained
+        dX, dY = _scatter_rows(client, workers, [Xs, Y.astype(np.float32)], held)
+        dXv, dYv = _scatter_rows(client, workers, [Xvs, Y_val.astype(np.float32)], held)
+        device = self.worker_device
+        max_bin = int(self.params["max_bin"])
+        kinds = [("point", self._xgb_params("reg:squarederror", device), "rmse")]
+        if self.quantiles is not None:
+            kinds.append(("quantile", self._xgb_params("reg:quantileerror", device,
+                                                       quantile_alpha=np.array(self.quantiles)), "quantile"))
+        # xgboost.dask looks up "the" client even when given one (distributed.get_client()): make
+        # this one current for the duration, so a client that is not the default one works too
+        with client.as_current():
+            for j, out in enumerate(self.outputs):
+                # one pair of matrices per output serves both boosters: xgboost.dask trains one at
+                # a time on the same workers, and each training builds its worker-side matrices anew
+                dtr = xgb_dask.DaskQuantileDMatrix(client, dX, dY[:, j], max_bin=max_bin)
+                dva = xgb_dask.DaskQuantileDMatrix(client, dXv, dYv[:, j], max_bin=max_bin, ref=dtr)
+                for kind, params, metric in kinds:
+                    res = xgb_dask.train(client, {**params, "eval_metric": metric}, dtr,
+                                         num_boost_round=int(self.params["n_estimators"]),
+                                         evals=[(dva, "val")],
+                                         early_stopping_rounds=int(self.params["early_stopping_rounds"]),
+                                         verbose_eval=False)
+                    booster = res["booster"]
+                    # predict here as a local booster does (this process's device, one thread)
+                    booster.set_param({"device": self.device, "nthread": 1})
+                    self._store(out, kind, booster, res["history"]["val"][metric])
+        del held
+        self.history["engine"] = "dask"
+        self.history["dask"] = {"scheduler": str(client.scheduler.address), "device": device,
+                                "workers": workers[:min(len(workers), len(Xs))]}
 
     # -- prediction --
     def _check_fitted(self):
@@ -367,10 +525,11 @@ def mean_baseline_mape(Y_train, Y_test) -> float:
 # --- learning curve -----------------------------------------------------------------------------
 
 def learning_curve(X, Y, X_val, Y_val, X_test, Y_test, sizes, outputs, params=None, *, device=None,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, client=None) -> dict:
     """Test MAPE per output for models trained on the first ``size`` training samples.
 
     Returns {'sizes': [...], 'mape': {output: [...]}, 'seconds': [...]} (point models only).
+    With a Dask ``client``, every model is trained there (``BoostedRegressor.fit``).
     """
     sizes = [int(s) for s in sizes]
     if not sizes or min(sizes) < 2 or max(sizes) > len(X):
@@ -378,7 +537,7 @@ def learning_curve(X, Y, X_val, Y_val, X_test, Y_test, sizes, outputs, params=No
     res = {"sizes": sizes, "mape": {o: [] for o in outputs}, "seconds": []}
     for s in sizes:
         m = BoostedRegressor(outputs, params, quantiles=None, device=device, seed=seed)
-        m.fit(X[:s], _check_Y(Y, outputs, len(X))[:s], X_val, Y_val)
+        m.fit(X[:s], _check_Y(Y, outputs, len(X))[:s], X_val, Y_val, client=client)
         ev = m.evaluate({"test": (X_test, Y_test)})["mape"]["test"]
         for o in outputs:
             res["mape"][o].append(ev[o])

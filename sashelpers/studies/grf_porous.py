@@ -5,15 +5,22 @@ what is specific to the study: its priors and the four datasets (cached, chunked
 ``core.datasets.generate``), which parameters each dataset predicts, the profile sizes, the
 paper's numbers with their source, the train/val/test split, the Table-2-shaped table and the
 study's figures, so that the notebook's cells stay short.
+
+At the ``paper`` profile the boosters train on a Dask cluster with ``xgboost.dask``
+(``training_client``: the client passed, else the scheduler at ``SASHELPERS_DASK_SCHEDULER``,
+else the process's default client, else a ``LocalCluster``); ``quick`` and ``standard`` train in
+this process unless a client is passed. The models are the same ``BoostedRegressor`` either way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 import numpy as np
 
-from ..core import datasets, profiles
+from ..core import backend, datasets, profiles
 from ..core.report import Headline
 from ..learn import regress
 from ..physics import grf, saxs
@@ -26,7 +33,8 @@ STUDY = "02_grf_porous_xgboost"
 #: Bars: quick -- every test MAPE below bar_mape_vs_mean x the MAPE of predicting the training
 #: mean; learning_sizes: the learning curve's smaller training sets (the full one is added);
 #: standard -- test MAPE per parameter below bar_mape (%), case-study means within bar_case_bias
-#: of the truth, 5-95 % interval coverage within bar_coverage.
+#: of the truth, 5-95 % interval coverage within bar_coverage. "xgb_executor": where the boosters
+#: train, "local" (this process) or "dask" (``xgboost.dask`` on a cluster, see ``training_client``).
 SIZES = {
     "quick": {
         "n": 64, "voxel_nm": 0.5, "q_min_nm": 0.3, "q_max_nm": 3.0, "n_q": 100,
@@ -35,6 +43,7 @@ SIZES = {
         "xgb": {"learning_rate": 0.1, "max_depth": 6, "min_child_weight": 3, "subsample": 0.8,
                 "colsample_bytree": 0.5, "reg_lambda": 0.2, "max_bin": 128,
                 "n_estimators": 300, "early_stopping_rounds": 30},
+        "xgb_executor": "local",
         "bar_mape_vs_mean": 0.85, "bar_coverage": [0.6, 1.0],
     },
     "standard": {
@@ -44,6 +53,7 @@ SIZES = {
         "xgb": {"learning_rate": 0.05, "max_depth": 6, "min_child_weight": 3, "subsample": 0.6,
                 "colsample_bytree": 0.3, "reg_lambda": 0.2, "max_bin": 256,
                 "n_estimators": 1500, "early_stopping_rounds": 50},
+        "xgb_executor": "local",
         "bar_mape": {"a_nm": 9.0, "porosity": 35.0, "nu": 25.0}, "bar_case_bias": 0.15,
         "bar_coverage": [0.8, 0.97],
     },
@@ -54,6 +64,7 @@ SIZES = {
         "xgb": {"learning_rate": 0.005, "max_depth": 15, "min_child_weight": 3, "subsample": 0.15,
                 "colsample_bytree": 0.15, "reg_lambda": 0.2, "max_bin": 1024,
                 "n_estimators": 50000, "early_stopping_rounds": 1000},
+        "xgb_executor": "dask",
         "bar_mape": {"a_nm": 1.5, "porosity": 6.0, "nu": 4.0}, "bar_case_bias": 0.02,
         "bar_coverage": [0.85, 0.95],
     },
@@ -279,21 +290,120 @@ def splits(data: dict, name: str, fractions) -> dict:
     return {k: (X[s], Y[s]) for k, s in regress.split_indices(len(X), fractions).items()}
 
 
-def train_all(data_by_name: dict, sizes: dict, *, device=None, save_to=None, seed: int = 0) -> tuple[dict, dict]:
-    """One BoostedRegressor per dataset (one booster per parameter). Returns (models, evaluations);
-    each evaluation also holds 'fit_seconds' and the mean-predictor MAPE of the test set."""
+TRAIN_EXECUTORS = ("local", "dask")
+
+
+def train_executor(sizes: dict, executor: str | None = None, client=None) -> str:
+    """Where the boosters train: ``executor`` if given, else "dask" when a ``client`` is given,
+    else the profile's ``sizes["xgb_executor"]`` (default "local").
+
+    Raises
+    ------
+    ValueError
+        For an executor not in ``TRAIN_EXECUTORS``, or a ``client`` with ``executor="local"``.
+    """
+    if executor is None:
+        executor = "dask" if client is not None else sizes.get("xgb_executor", "local")
+    name = str(executor).strip().lower()
+    if name not in TRAIN_EXECUTORS:
+        raise ValueError(f"executor={executor!r}; allowed: {', '.join(TRAIN_EXECUTORS)}")
+    if name == "local" and client is not None:
+        raise ValueError("client= is a dask.distributed client: it needs executor='dask' (or None)")
+    return name
+
+
+@contextlib.contextmanager
+def training_client(sizes: dict, client=None, *, executor: str | None = None, device: str | None = None,
+                    workers: int = 1):
+    """The Dask client and device to train with at this profile, as a context manager.
+
+    Yields ``(client, device)``: ``(None, device)`` when the boosters train in this process
+    (``train_executor`` says "local"), else a client, in this order: the ``client`` given; a
+    client of the scheduler at ``SASHELPERS_DASK_SCHEDULER``; the default client of this process
+    (``distributed.default_client()``); else a ``LocalCluster`` on this machine, started here.
+    Whatever is started here is closed on exit.
+
+    The device is ``device`` as given, except on a ``LocalCluster`` started here: its workers
+    share this machine, so ``device=None`` becomes this machine's (``backend.xgboost_device()``),
+    and on a GPU the cluster has one worker (two workers may not share a GPU; for several GPUs
+    start a ``dask_cuda.LocalCUDACluster`` and pass its client). On a CPU it has ``workers``
+    processes splitting the cores (one worker with every core is fastest on one machine: its
+    threads share one histogram instead of summing histograms over processes). On any other
+    cluster ``device=None`` means the workers' CPUs, unless the profile's XGBoost settings
+    name a device.
+    """
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a positive integer")
+    if train_executor(sizes, executor, client) == "local":
+        yield None, device
+        return
+    if client is not None:
+        yield client, device
+        return
+    import distributed
+
+    with contextlib.ExitStack() as stack:
+        address = os.environ.get(datasets.SCHEDULER_ENV)
+        if address:
+            yield stack.enter_context(distributed.Client(address, set_as_default=False)), device
+            return
+        try:
+            default = distributed.default_client()
+        except ValueError:  # no client in this process
+            default = None
+        if default is not None:  # yielded outside the try: an error in the caller's block propagates
+            yield default, device
+            return
+        device = device or sizes.get("xgb", {}).get("device") or backend.xgboost_device()
+        n = 1 if device == "cuda" else int(workers)
+        cluster = stack.enter_context(distributed.LocalCluster(
+            n_workers=n, threads_per_worker=max(1, (os.cpu_count() or 1) // n), processes=True,
+            dashboard_address=":0"))
+        yield stack.enter_context(distributed.Client(cluster, set_as_default=False)), device
+
+
+def train_all(data_by_name: dict, sizes: dict, *, device=None, save_to=None, seed: int = 0, client=None,
+              executor: str | None = None, workers: int = 1) -> tuple[dict, dict]:
+    """One BoostedRegressor per dataset (one booster per parameter).
+
+    Parameters
+    ----------
+    data_by_name : dict
+        Dataset name -> arrays (``study_datasets``).
+    sizes : dict
+        The profile's sizes (``profile_sizes``): split, XGBoost settings, ``xgb_executor``.
+    device : {None, "cpu", "cuda"}
+        The XGBoost device (see ``training_client`` for its meaning on a cluster).
+    save_to : str or Path, optional
+        Save each model to ``<save_to>/<dataset_name>``.
+    seed : int
+        XGBoost's seed.
+    client : distributed.Client, optional
+        Train on this Dask cluster (implies ``executor="dask"``).
+    executor : {None, "local", "dask"}
+        Overrides the profile's ``xgb_executor`` ("dask" at ``paper``, "local" otherwise).
+    workers : int
+        Workers of the ``LocalCluster`` started when "dask" finds no cluster (CPU only).
+
+    Returns
+    -------
+    (models, evaluations)
+        Dicts by dataset name; each evaluation also holds 'fit_seconds' and the mean-predictor
+        MAPE of the test set ('mean_mape'); each model's ``history["engine"]`` says where it ran.
+    """
     models, evals = {}, {}
-    for name, data in data_by_name.items():
-        sp = splits(data, name, sizes["split"])
-        m = regress.BoostedRegressor(OUTPUTS[name], sizes["xgb"], device=device, seed=seed)
-        m.fit(*sp["train"], *sp["val"])
-        ev = m.evaluate(sp)
-        ev["fit_seconds"] = m.history["fit_seconds"]
-        ev["mean_mape"] = {o: regress.mean_baseline_mape(sp["train"][1][:, j], sp["test"][1][:, j])
-                           for j, o in enumerate(m.outputs)}
-        models[name], evals[name] = m, ev
-        if save_to is not None:
-            m.save(f"{save_to}/{name.replace(' ', '_')}", dataset=name, sizes=sizes)
+    with training_client(sizes, client, executor=executor, device=device, workers=workers) as (cl, dev):
+        for name, data in data_by_name.items():
+            sp = splits(data, name, sizes["split"])
+            m = regress.BoostedRegressor(OUTPUTS[name], sizes["xgb"], device=dev, seed=seed)
+            m.fit(*sp["train"], *sp["val"], client=cl)
+            ev = m.evaluate(sp)
+            ev["fit_seconds"] = m.history["fit_seconds"]
+            ev["mean_mape"] = {o: regress.mean_baseline_mape(sp["train"][1][:, j], sp["test"][1][:, j])
+                               for j, o in enumerate(m.outputs)}
+            models[name], evals[name] = m, ev
+            if save_to is not None:
+                m.save(f"{save_to}/{name.replace(' ', '_')}", dataset=name, sizes=sizes)
     return models, evals
 
 
@@ -482,14 +592,18 @@ def curve_axes(ax=None, intensity_label: str = r"$I(q)$ (nm$^3$)"):
     return tidy_q_axis(plotting.curve_axes(ax, intensity_label=intensity_label))
 
 
-def learning_curve(data: dict, name: str, sizes: dict, evals: dict) -> dict:
+def learning_curve(data: dict, name: str, sizes: dict, evals: dict, *, device=None, client=None,
+                   executor: str | None = None, workers: int = 1) -> dict:
     """Test MAPE vs training-set size for dataset ``name``: point models retrained on the first
     ``sizes['learning_sizes']`` curves, plus the full training set's result from ``evals``
-    (already trained, so not repeated)."""
+    (already trained, so not repeated). ``device``, ``client``, ``executor`` and ``workers`` as
+    in ``train_all``: at ``paper`` the models train on Dask."""
     sp = splits(data, name, sizes["split"])
     n_full = len(sp["train"][0])
     small = [s for s in sizes["learning_sizes"] if s < n_full]
-    lc = regress.learning_curve(*sp["train"], *sp["val"], *sp["test"], small, OUTPUTS[name], sizes["xgb"])
+    with training_client(sizes, client, executor=executor, device=device, workers=workers) as (cl, dev):
+        lc = regress.learning_curve(*sp["train"], *sp["val"], *sp["test"], small, OUTPUTS[name], sizes["xgb"],
+                                    device=dev, client=cl)
     lc["sizes"].append(n_full)
     for o in OUTPUTS[name]:
         lc["mape"][o].append(evals[name]["mape"]["test"][o])
