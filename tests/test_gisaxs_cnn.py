@@ -58,6 +58,23 @@ def test_tiny_clean_run(tmp_path, monkeypatch):
     assert noisy.train_conditions.shape == (n_fit,) and noisy.augmented_history.train_loss
     assert noisy.augmented_worst[1] == min(noisy.augmented_model_on.values())
 
+    # both models were kept; reuse=True loads them (same weights, no training), reuse=False trains
+    assert study.model_path("clean", run.sizes).with_suffix(".pt").exists()
+    kept = study.run_clean("quick", workers=1, progress=False, data=again, reuse=True)
+    assert kept.timings["epochs"] == 0 and kept.timings["clean_loaded_from"].endswith(".pt")
+    for a, b in zip(run.model.state_dict().values(), kept.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert kept.accuracy == pytest.approx(run.accuracy)
+    model, history, _, timings = study.train_augmented(kept, again, progress=False, reuse=True)
+    assert timings["epochs_augmented"] == 0 and not history.train_loss
+    for a, b in zip(noisy.augmented_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    # the augmented model's key includes the weights it started from
+    other = study.build_model(run.sizes)
+    assert study.model_path("augmented", run.sizes, other) != study.model_path("augmented", run.sizes, run.model)
+    with pytest.raises(ValueError, match="kind"):
+        study.model_path("noisy", run.sizes)
+
 
 def test_profiles_know_the_noise_conditions():
     for name in ("standard", "paper"):

@@ -486,6 +486,34 @@ def test_train_dae_beats_the_noisy_input_with_fresh_noise(one_thread, monkeypatc
         dae.train_dae(clean_tr, clean_va, {"width": 4}, progress=False)
 
 
+def test_noise_aware_dae_names_the_noise_in_its_noise_part(one_thread):
+    clean_tr, clean_va, clean_te = _blobs(400, 1), _blobs(40, 2), _blobs(120, 3)
+    sizes = {**TINY, "noise_code": 4, "noise_weight": 0.05, "epochs": 6}
+    model, _ = dae.train_dae(clean_tr, clean_va, sizes, progress=False)
+    assert model.aux_latent == 4 and model.aux_outputs == len(dae.NOISE_TYPES) + 1
+    noisy, kind, level = dae.random_noise(clean_te, 5, kinds=("none", "gaussian", "smear"))
+    out, z = model.decode_with_code(torch.as_tensor(noisy))
+    assert torch.allclose(out, model(torch.as_tensor(noisy)))
+    named = model.read_out(z)[:, :len(dae.NOISE_TYPES)].argmax(1).numpy()
+    untrained = dae.build_dae(16, sizes).eval()
+    guessed = untrained.read_out(untrained.encode(torch.as_tensor(noisy)))[:, :len(dae.NOISE_TYPES)].argmax(1)
+    # 3 kinds drawn: chance 1/3; the trained read-out 0.77 here (seed 0), the untrained one at chance
+    assert (named == kind).mean() > 0.65 and (guessed.numpy() == kind).mean() < 0.5
+    plain = dae.train_dae(clean_tr, clean_va, {**TINY, "epochs": 6}, progress=False)[0]
+    noise, structure = dae.split_code(model, z.detach().numpy())
+    assert noise.shape == (120, 4) and structure.shape == (120, TINY["latent"] - 4)
+    both = dae.split_code(plain, dae.dae_outputs(plain, noisy)[1])  # a plain DAE has no split
+    assert both[0] is both[1] or np.array_equal(both[0], both[1])
+    g = kind == 1  # the read-out does not stop it denoising
+    assert dae.psnr(clean_te[g], dae.dae_outputs(model, noisy[g])[0]).mean() > dae.psnr(clean_te[g], noisy[g]).mean()
+    with pytest.raises(ValueError, match="noise_weight"):
+        dae.train_dae(clean_tr, clean_va, {**TINY, "noise_code": 4}, progress=False)
+    with pytest.raises(ValueError, match="numbers"):
+        dae.split_code(model, z.detach().numpy()[:, :3])
+    with pytest.raises(ValueError, match="read-out"):
+        plain.read_out(z)
+
+
 def _separable_codes(n, seed, informative=True):
     rng = np.random.default_rng(seed)
     kind = rng.integers(0, len(dae.NOISE_TYPES), n)
@@ -555,8 +583,9 @@ def test_rescue_scores_cover_every_condition(one_thread):
     torch.manual_seed(0)
     classifier = nets.SmallCNN(16, 7, width=2, hidden=8).eval()
     images, labels = _blobs(14, 7), np.arange(14) % 7
-    res = dae.rescue_scores(classifier, _tiny_dae(), images, labels, seed=1)
-    assert set(res) == {"noisy", "denoised"}
+    res = dae.rescue_scores(classifier, _tiny_dae(), images, labels, seed=1, augmented=classifier)
+    assert set(res) == {"noisy", "denoised", "augmented"}
+    assert res["augmented"] == res["noisy"]  # the same network on the same noisy images
     for part in res.values():
         assert tuple(part) == gisaxs_cnn.CONDITIONS
         assert all(0.0 <= v <= 1.0 for v in part.values())
@@ -581,6 +610,44 @@ def test_estimate_noise_names_one_image_and_refuses_bad_ones(one_thread):
                            (noisy[:2], "one image"), (noisy[0] + 1.5, "above 1"), (np.zeros(16), "expected")):
         with pytest.raises(ValueError, match=message):
             dae.estimate_noise(model, head, image)
+
+
+def test_class_probe_reads_a_class_the_code_holds(one_thread):
+    model = _tiny_dae()
+    labels = np.arange(120) % 2
+    images = _blobs(120, 11)  # class 1: spots; class 0: a faint uniform glow
+    images[labels == 0] = np.random.default_rng(12).uniform(0.05, 0.15, (60, 1, 1))
+    acc = dae.class_probe(model, images[:80], labels[:80], {"clean": images[80:], "flat": np.zeros((40, 16, 16))},
+                          labels[80:])
+    assert acc["clean"] > 0.9 and acc["flat"] == pytest.approx(0.5)  # one code for every flat image: one class
+    with pytest.raises(ValueError, match="train_labels"):
+        dae.class_probe(model, images[:80], labels[:3], {"clean": images[80:]}, labels[80:])
+
+
+def test_noise_to_apply_picks_the_nearest_catalogue_level():
+    probs = {"none": 0.5, "gaussian": 0.1, "poisson": 0.05, "smear": 0.3, "resolution": 0.05}
+    assert dae.noise_to_apply("gaussian", 0.5, probs) == ("gaussian", 0.2)  # severities .25 .5 .75 1
+    assert dae.noise_to_apply("poisson", 1.0, probs) == ("poisson", 100.0)
+    assert dae.noise_to_apply("none", 0.9, probs) == ("smear", 2.0)  # none: the likeliest kind with noise
+    with pytest.raises(ValueError, match="one number per kind"):
+        dae.noise_to_apply("smear", 0.5, {"smear": 1.0})
+    with pytest.raises(ValueError, match="severity"):
+        dae.noise_to_apply("smear", 1.5, probs)
+
+
+def test_fine_tune_on_noise_leaves_the_original_alone(one_thread):
+    torch.manual_seed(0)
+    classifier = nets.SmallCNN(16, 7, width=2, hidden=8).eval()
+    before = [t.clone() for t in classifier.state_dict().values()]
+    images, labels = _blobs(56, 10), np.arange(56) % 7
+    sizes3 = {"lr": 1e-2, "batch_size": 16, "patience": 2, "seed": 0, "epochs": 5, "threads": 1}
+    tuned, history = dae.fine_tune_on_noise(classifier, (images[:42], labels[:42]), (images[42:], labels[42:]),
+                                            "smear", 1.0, sizes3, seed=3, epochs=2)
+    assert len(history.train_loss) == 2 and not tuned.training and tuned is not classifier
+    assert all(torch.equal(a, b) for a, b in zip(before, classifier.state_dict().values()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, tuned.state_dict().values()))
+    with pytest.raises(ValueError, match="level"):
+        dae.fine_tune_on_noise(classifier, (images, labels), (images, labels), "smear", -1.0, sizes3, seed=3)
 
 
 def test_series_scores_shapes(one_thread):

@@ -272,9 +272,15 @@ class DenoisingAutoencoder(nn.Module):
     mirror image with transposed convolutions and a sigmoid output. With ``skips`` the decoder
     also receives each encoder stage's features (concatenated), which keeps fine detail but lets
     the image bypass the latent code. ``image_size`` must be a multiple of 8.
+
+    With ``aux_outputs`` > 0 the network also holds a linear read-out (``read_out``) of
+    ``aux_outputs`` numbers from the first ``aux_latent`` numbers of the code, trained together
+    with the reconstruction (e.g. to name the noise an image carries, so that this part of the
+    code has to keep that information instead of discarding it).
     """
 
-    def __init__(self, image_size: int = 64, *, width: int = 16, latent: int = 64, skips: bool = False):
+    def __init__(self, image_size: int = 64, *, width: int = 16, latent: int = 64, skips: bool = False,
+                 aux_outputs: int = 0, aux_latent: int = 0):
         super().__init__()
         self.image_size = checks.integer("image_size", image_size, 8, 1024)
         if self.image_size % 8:
@@ -282,7 +288,11 @@ class DenoisingAutoencoder(nn.Module):
         width = checks.integer("width", width, 1, 512)
         self.latent = checks.integer("latent", latent, 1, 65_536)
         self.skips = bool(skips)
-        self.config = {"image_size": self.image_size, "width": width, "latent": self.latent, "skips": self.skips}
+        self.aux_outputs = checks.integer("aux_outputs", aux_outputs, 0, 65_536)
+        self.aux_latent = checks.integer("aux_latent", aux_latent, 1 if self.aux_outputs else 0, self.latent)
+        self.config = {"image_size": self.image_size, "width": width, "latent": self.latent, "skips": self.skips,
+                       "aux_outputs": self.aux_outputs, "aux_latent": self.aux_latent}
+        self.aux = nn.Linear(self.aux_latent, self.aux_outputs) if self.aux_outputs else None
         chans = (1, width, 2 * width, 4 * width)
 
         def down(c_in, c_out):
@@ -318,12 +328,22 @@ class DenoisingAutoencoder(nn.Module):
         """The latent code (batch, latent)."""
         return self._encode(x)[0]
 
-    def forward(self, x) -> torch.Tensor:
+    def decode_with_code(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """The denoised images (batch, S, S) and their codes (batch, latent), in one pass."""
         z, feats = self._encode(x)
         h = self.from_latent(z).view(-1, self.down[-1][0].out_channels, self._side, self._side)
         for stage, f in zip(self.up, reversed(feats)):
             h = stage(torch.cat([h, f], dim=1) if self.skips else h)
-        return torch.sigmoid(self.out(h)).squeeze(1)
+        return torch.sigmoid(self.out(h)).squeeze(1), z
+
+    def forward(self, x) -> torch.Tensor:
+        return self.decode_with_code(x)[0]
+
+    def read_out(self, z) -> torch.Tensor:
+        """The auxiliary outputs (batch, aux_outputs) of codes z (batch, latent)."""
+        if self.aux is None:
+            raise ValueError("this network has no auxiliary read-out (aux_outputs=0)")
+        return self.aux(z[:, :self.aux_latent])
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

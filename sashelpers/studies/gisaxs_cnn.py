@@ -10,12 +10,19 @@ The noise study: ``CONDITIONS`` (the paper's 12), ``apply_condition`` (noise on 
 intensity, re-log-normalised), ``noisy_sets`` / ``random_conditions`` (seeded), and
 ``run_noise(clean_run, data)``: the clean model on every noisy test set and one model trained with
 randomised noise on every condition.
+
+Trained models are kept: ``run_clean`` and ``train_augmented`` save their network under the
+cache folder (``model_path``, keyed by the profile's sizes), and with ``reuse=True`` load it
+instead of training again (study 4 reuses study 3's classifiers this way).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
@@ -259,30 +266,71 @@ class CleanRun:
         return self.recall["HCP[0001]"]
 
 
+def _weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_path(kind: str, sizes: dict, start: torch.nn.Module | None = None) -> Path:
+    """Where a trained model of this study is kept (without suffix; ``training.save_model``
+    adds .pt and .json): ``<cache>/models/gisaxs_<kind>-<key>``, the key a hash of ``kind``,
+    the size table (which fixes the data, the network and its training), torch's version and,
+    for a model fine-tuned from another (``start``), that model's weights."""
+    checks.one_of("kind", kind, ("clean", "augmented"))
+    blob = json.dumps({"kind": kind, "sizes": sizes, "torch": torch.__version__.split("+")[0],
+                       "start": None if start is None else _weights_digest(start)}, sort_keys=True, default=str)
+    return datasets.cache_dir() / "models" / f"gisaxs_{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def _load_kept(kind: str, sizes: dict, timings: dict, start=None) -> torch.nn.Module | None:
+    """The kept model of ``kind`` (``model_path``), or None when there is none."""
+    path = model_path(kind, sizes, start)
+    if not path.with_suffix(".pt").exists():
+        return None
+    model = build_model(sizes)
+    card = training.load_model(path, model)
+    timings.update({f"{kind}_loaded_from": str(path.with_suffix(".pt")),
+                    f"{kind}_train_s_when_trained": card.get("train_s")})
+    return model
+
+
 def run_clean(profile: str | None = None, *, workers: int | None = None, progress: bool = True,
-              device=None, data: dict | None = None, threads: int | None = None) -> CleanRun:
+              device=None, data: dict | None = None, threads: int | None = None, reuse: bool = False) -> CleanRun:
     """Generate/load the data, train on clean images, evaluate on the clean test set.
 
     The last 10 % of the training set is the validation set (labels cycle through the classes,
     so it stays balanced). ``data`` may be a ``load_data`` result to skip loading.
     threads: torch CPU threads (default: the profile's ``threads``; 2 on a free 2-core laptop, but
     on a machine busy with other work one thread can be several times faster than two).
+    The trained network is saved at ``model_path("clean", sizes)``; with ``reuse=True`` a network
+    saved there is loaded instead of training one (the history is then empty and
+    ``timings["clean_loaded_from"]`` says where it came from).
     """
     profile = profiles.current_profile(profile)
     sizes = profile_sizes(profile)
     threads = threads or sizes.get("threads", 1)
     data = data or load_data(profile, workers=workers, progress=progress)
     timings = dict(data["timings"])
-    x, y = data["train"]["images"], data["train"]["labels"]
-    n_val = max(len(gisaxs.CLASS_NAMES), len(x) // 10)
-    train, val = (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
-    model = build_model(sizes)
-    config = train_config(sizes, progress=progress)
-    t0 = time.perf_counter()
-    with training.torch_threads(threads):
-        history = fit(model, nets.classification_loss, train, val, config, device=device)
-    timings["train_s"] = time.perf_counter() - t0
-    timings["epochs"] = len(history.train_loss)
+    model = _load_kept("clean", sizes, timings) if reuse else None
+    if model is not None:
+        history = History()
+        timings.update(train_s=0.0, epochs=0)
+    else:
+        x, y = data["train"]["images"], data["train"]["labels"]
+        n_val = max(len(gisaxs.CLASS_NAMES), len(x) // 10)
+        train, val = (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+        model = build_model(sizes)
+        config = train_config(sizes, progress=progress)
+        t0 = time.perf_counter()
+        with training.torch_threads(threads):
+            history = fit(model, nets.classification_loss, train, val, config, device=device)
+        timings["train_s"] = time.perf_counter() - t0
+        timings["epochs"] = len(history.train_loss)
+        training.save_model(model_path("clean", sizes), model, {"kind": "clean", "profile": profile,
+                                                                "train_s": timings["train_s"]})
     xt, yt = data["test"]["images"], data["test"]["labels"]
     with training.torch_threads(threads):
         probs = nets.predict(model, xt).numpy()
@@ -522,6 +570,46 @@ def fresh_noise(images, labels, conditions=CONDITIONS, seed: int = 0):
     return epoch_data
 
 
+def train_augmented(clean: CleanRun, data: dict, *, conditions=CONDITIONS, progress: bool = True, device=None,
+                    threads: int | None = None, reuse: bool = False):
+    """The noise-augmented model of ``run_noise`` (its step 3): the clean model fine-tuned for
+    ``aug_epochs`` on training images under a condition drawn afresh per image and epoch.
+
+    Saved at ``model_path("augmented", sizes, clean.model)`` (default conditions only); with
+    ``reuse=True`` a model saved there is loaded instead (empty history).
+
+    Returns
+    -------
+    model, history, train_conditions, timings
+        ``train_conditions``: the condition index of every training image in the first epoch;
+        timings: noise_s, train_augmented_s, epochs_augmented (and augmented_loaded_from).
+    """
+    sizes = clean.sizes
+    seed = int(sizes["seed"])
+    threads = threads or sizes.get("threads", 1)
+    keep = tuple(conditions) == CONDITIONS
+    timings = {}
+    t0 = time.perf_counter()
+    (xt_, yt_), (xv, yv) = _split(data["train"]["images"], data["train"]["labels"])
+    epoch_data = fresh_noise(xt_, yt_, conditions, seed=seed + 200)
+    which = epoch_data.conditions(0)
+    model = _load_kept("augmented", sizes, timings, clean.model) if reuse and keep else None
+    if model is not None:
+        timings.update(noise_s=time.perf_counter() - t0, train_augmented_s=0.0, epochs_augmented=0)
+        return model, History(), which, timings
+    xva, _ = random_conditions(xv, conditions, seed=seed + 199)
+    timings["noise_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model, history = _train(sizes, epoch_data(0), (xva, yv), threads=threads, device=device, progress=progress,
+                            epochs=sizes.get("aug_epochs"), init=clean.model, epoch_data=epoch_data)
+    timings["train_augmented_s"] = time.perf_counter() - t0
+    timings["epochs_augmented"] = len(history.train_loss)
+    if keep:
+        training.save_model(model_path("augmented", sizes, clean.model), model,
+                            {"kind": "augmented", "profile": clean.profile, "train_s": timings["train_augmented_s"]})
+    return model, history, which, timings
+
+
 def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_condition=None, progress: bool = True,
               device=None, threads: int | None = None) -> NoiseRun:
     """The noise study on top of ``run_clean``'s result.
@@ -553,17 +641,10 @@ def run_noise(clean: CleanRun, data: dict, *, conditions=CONDITIONS, per_conditi
     clean_on = accuracy_on(clean.model, sets, yt, threads=threads)
     timings["evaluate_s"] = time.perf_counter() - t0
     x, y = data["train"]["images"], data["train"]["labels"]
-    (xt_, yt_), (xv, yv) = _split(x, y)
-    t0 = time.perf_counter()
-    epoch_data = fresh_noise(xt_, yt_, conditions, seed=seed + 200)
-    xva, _ = random_conditions(xv, conditions, seed=seed + 199)
-    timings["noise_s"] += time.perf_counter() - t0
-    which = epoch_data.conditions(0)
-    t0 = time.perf_counter()
-    model, history = _train(sizes, epoch_data(0), (xva, yv), threads=threads, device=device, progress=progress,
-                            epochs=sizes.get("aug_epochs"), init=clean.model, epoch_data=epoch_data)
-    timings["train_augmented_s"] = time.perf_counter() - t0
-    timings["epochs_augmented"] = len(history.train_loss)
+    model, history, which, aug_timings = train_augmented(clean, data, conditions=conditions, progress=progress,
+                                                         device=device, threads=threads)
+    timings["noise_s"] += aug_timings.pop("noise_s")
+    timings.update(aug_timings)
     aug_on = accuracy_on(model, sets, yt, threads=threads)
     per = {"clean": clean.accuracy}
     todo = sizes.get("per_condition", []) if per_condition is None else per_condition
