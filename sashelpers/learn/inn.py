@@ -17,13 +17,39 @@ Where the classifier is unsure (top probability below ``refine_below``), the sha
 decided instead by a *second opinion*: any callable ``(q_nm, log_i, shapes, effort) ->
 posterior (n, n_shapes)`` handed to the model, e.g. study 1's likelihood classifier
 ``sashelpers.studies.bayes_shapes.second_opinion``.
+
+``ShapeInverter.predict`` answers one measured curve with a ``Verdict``: the domain check comes
+first, and a curve outside the training domain (or whose size reads back beyond the prior) gets
+the reasons and *no* shape or parameters; only a curve inside it is classified (with the second
+opinion where the network is unsure) and gets posterior intervals, drawn within each parameter's
+support (``ShapeInverter.support``).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from torch import nn
+
+#: The one default of ``refine_below`` (``ShapeInverter.classify``, ``predict``, ``evaluate``; study
+#: 1's profiles use it too): curves whose top network probability is below it are decided by the
+#: second opinion. 0.9 is the threshold notebook 01 evaluates and records at every profile (the
+#: accuracy "network + likelihood where unsure" is measured with it); the former defaults (0.99 in
+#: ``classify``/``predict``, none in ``evaluate``) were never evaluated, and 0.99 sends more curves
+#: to a likelihood that costs about a second each.
+REFINE_BELOW = 0.9
+
+#: A size (a parameter named ``*_nm``) whose posterior median lies above this quantile of its prior
+#: is read back "beyond the prior": the network saw hardly any training curve there (the domain
+#: score's threshold is the same 0.999 quantile of the training curves' own scores).
+PRIOR_QUANTILE = 0.999
+
+#: Rounds of redrawing for posterior samples that fall outside the support (``posterior_samples``).
+SUPPORT_ROUNDS = 20
 
 
 def mlp(n_in: int, n_out: int, hidden: int = 128, depth: int = 2, dropout: float = 0.0) -> nn.Sequential:
@@ -118,6 +144,226 @@ def _log_scaled(name: str) -> bool:
     return name.endswith("_nm")
 
 
+def physical_support(name: str) -> tuple[float, float]:
+    """The values a parameter can take at all, from its name's convention.
+
+    Parameters
+    ----------
+    name : str
+        Lengths end in ``_nm`` (nm, > 0), relative Gaussian widths in ``_pd`` (>= 0), a volume
+        fraction is ``volfraction`` ([0, 1)).
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+        The closed bounds used to keep posterior samples (``inf`` where open-ended; the
+        exclusive ends, length 0 and volume fraction 1, have zero probability in a flow). Any
+        other name is unbounded.
+    """
+    if _log_scaled(name) or name.endswith("_pd"):
+        return 0.0, math.inf
+    if name.endswith("volfraction"):
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
+def prior_support(name: str, prior: dict | None = None, step: float = 0.0) -> tuple[float, float]:
+    """The support of a parameter's prior, within its ``physical_support``.
+
+    Parameters
+    ----------
+    name : str
+        Parameter name (see ``physical_support``).
+    prior : dict, optional
+        A prior as study modules write them (e.g. ``studies.inn_scatterers.PRIORS[shape][name]``):
+        ``lower``/``upper`` bounds (None: open) of a continuous distribution, or the ``values`` of a
+        discrete one. None: the physical support alone.
+    step : float
+        Width of the uniform jitter the flow was trained with on a discrete parameter
+        (``ParamTransform.dequantize``): the support of the jittered variable reaches half a step
+        beyond the extreme values.
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+        Closed bounds in the parameter's unit.
+    """
+    lo, hi = physical_support(name)
+    if prior:
+        if prior.get("values") is not None:
+            values = np.asarray(prior["values"], dtype=np.float64)
+            p_lo, p_hi = float(values.min()) - step / 2, float(values.max()) + step / 2
+        else:
+            p_lo = -math.inf if prior.get("lower") is None else float(prior["lower"])
+            p_hi = math.inf if prior.get("upper") is None else float(prior["upper"])
+        lo, hi = max(lo, p_lo), min(hi, p_hi)
+    return lo, hi
+
+
+def prior_quantile(prior: dict | None, level: float) -> float | None:
+    """The ``level`` quantile of a prior (``prior_support``'s format), or None where unknown.
+
+    Truncated normals (``distribution`` containing "normal", with ``mean`` and ``sd``) give the
+    exact quantile; discrete priors their largest value; other priors their upper bound, if any.
+    """
+    if not prior:
+        return None
+    if prior.get("values") is not None:
+        return float(np.max(prior["values"]))
+    upper = prior.get("upper")
+    if "normal" in str(prior.get("distribution", "")) and prior.get("sd"):
+        from scipy.stats import truncnorm
+
+        mean, sd = float(prior["mean"]), float(prior["sd"])
+        lo = -math.inf if prior.get("lower") is None else float(prior["lower"])
+        hi = math.inf if upper is None else float(upper)
+        return float(truncnorm.ppf(level, (lo - mean) / sd, (hi - mean) / sd, loc=mean, scale=sd))
+    return None if upper is None else float(upper)
+
+
+def _unit(name: str, prior: dict | None = None) -> str:
+    if prior and "unit" in prior:
+        return str(prior["unit"])
+    return "nm" if _log_scaled(name) else ""
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+@dataclass
+class Verdict:
+    """What ``ShapeInverter.predict`` says about one curve.
+
+    Out of domain, the verdict holds the reasons and no shape, probabilities, parameters or
+    samples: a curve unlike the training curves gets no numbers that could be read as an answer.
+
+    Attributes
+    ----------
+    in_domain : bool
+        True when the curve passed every check and the model answers it.
+    reasons : list of str
+        Why the curve is out of domain; empty when in domain. Today: the domain score above its
+        threshold, or a size read back beyond the prior; later checks (e.g. how much of the
+        model's q range a partial curve covers) append theirs.
+    domain_score, domain_threshold : float
+        The curve's distance to its k-th nearest training curve in standardised log I
+        (dimensionless), and the same score's 0.999 quantile over training curves
+        (``CurveFeatures``): above it, the curve is out of domain.
+    shape : str or None
+        The most probable shape; None out of domain.
+    shape_probabilities : dict or None
+        {shape: probability}: the network's, or the second opinion's where the network's top
+        probability was below ``refine_below``; None out of domain.
+    shape_source : str or None
+        "network" or "second opinion"; None out of domain.
+    network_probabilities : dict or None
+        The network's own {shape: probability}; None out of domain.
+    parameters : dict or None
+        {name: {"median", "lo", "hi", "unit"}}: posterior median and central ``level`` interval of
+        each parameter of ``shape`` ("nm" for lengths, "" for relative widths and volume
+        fractions), from samples kept inside each parameter's support
+        (``ShapeInverter.support``); None out of domain.
+    samples : dict or None
+        {name: (n_samples,) array} of the posterior draws behind ``parameters``; None out of domain.
+    level : float
+        Probability of the central interval [lo, hi].
+    refine_below : float or None
+        The threshold the second opinion was asked under (None: network only).
+    scale : float or None
+        Reserved for an intensity scale fitted before the model reads the curve; None: the curve
+        was read as given, in the model's absolute units.
+    notes : list of str
+        Caveats that do not make the curve out of domain (e.g. a file without an intensity unit).
+    diagnostics : dict
+        Further numbers: the model's q range (nm^-1), the fraction of posterior draws that fell
+        inside the support, the size limits of the shape read back.
+    """
+
+    in_domain: bool
+    reasons: list = field(default_factory=list)
+    domain_score: float = math.nan
+    domain_threshold: float = math.nan
+    shape: str | None = None
+    shape_probabilities: dict | None = None
+    shape_source: str | None = None
+    network_probabilities: dict | None = None
+    parameters: dict | None = None
+    samples: dict | None = None
+    level: float = 0.9
+    refine_below: float | None = REFINE_BELOW
+    scale: float | None = None
+    notes: list = field(default_factory=list)
+    diagnostics: dict = field(default_factory=dict)
+
+    #: the keys of the dict ``predict`` returned before it returned a Verdict
+    _KEYS = ("shape", "shape_probabilities", "shape_source", "network_probabilities", "samples",
+             "domain_score", "in_domain")
+
+    def __getitem__(self, key: str):
+        """``verdict["shape"]`` etc., as the dict ``predict`` used to return (read only)."""
+        if key not in self._KEYS and key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def to_dict(self, samples: bool = False) -> dict:
+        """The verdict as plain JSON-able values (the samples as lists only with ``samples``)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "samples"}
+        out["reasons"], out["notes"] = list(self.reasons), list(self.notes)
+        out["diagnostics"] = _jsonable(self.diagnostics)
+        if samples:
+            out["samples"] = None if self.samples is None else {k: np.asarray(v).tolist()
+                                                                for k, v in self.samples.items()}
+        return out
+
+    def table(self) -> str:
+        """A plain-text table: the verdict, the domain score, and either the reasons or the shape
+        probabilities and each parameter's median and interval with its unit."""
+        rows = []
+        if self.in_domain:
+            p = self.shape_probabilities[self.shape]
+            rows.append(("verdict", f"IN DOMAIN: {self.shape} (p = {p:.3f}, {self.shape_source})"))
+        else:
+            rows.append(("verdict", "OUT OF DOMAIN: no shape or parameters are given"))
+        rows.append(("domain score", f"{self.domain_score:.3g} (out of domain above {self.domain_threshold:.3g})"))
+        rows += [("reason", r) for r in self.reasons]
+        if self.in_domain:
+            rows.append(("shapes", " | ".join(f"{s} {v:.3f}" for s, v in self.shape_probabilities.items())))
+            if self.shape_source == "second opinion":
+                rows.append(("network said", " | ".join(f"{s} {v:.3f}" for s, v in
+                                                        self.network_probabilities.items())))
+        rows += [("note", n) for n in self.notes]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        if self.in_domain and self.parameters:
+            head = ("parameter", "median", f"{self.level:.0%} interval", "unit")
+            body = [(n, f"{d['median']:.4g}", f"{d['lo']:.4g} to {d['hi']:.4g}", d["unit"] or "-")
+                    for n, d in self.parameters.items()]
+            w = [max(len(r[i]) for r in [head] + body) for i in range(4)]
+            lines.append("")
+            lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in [head] + body]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 
 class CurveFeatures:
     """Standardised log-intensity features with training-set statistics, and a domain check.
@@ -135,7 +381,7 @@ class CurveFeatures:
         log_i = np.asarray(log_i, dtype=np.float64)
         self.mean = log_i.mean(axis=0)
         self.std = log_i.std(axis=0) + 1e-6
-        self.k = int(k)
+        self.k, self.quantile = int(k), float(quantile)
         order = np.random.default_rng(seed).permutation(len(log_i))
         n_ref = min(n_reference, len(log_i) // 2)
         self.reference = self(log_i[order[:n_ref]])
@@ -153,13 +399,14 @@ class CurveFeatures:
 
     def state(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "k": self.k, "threshold": self.threshold,
-                "n_reference": len(self.reference)}
+                "quantile": self.quantile, "n_reference": len(self.reference)}
 
     @classmethod
     def from_state(cls, state: dict, reference: np.ndarray) -> "CurveFeatures":
         obj = cls.__new__(cls)
         obj.mean, obj.std = np.asarray(state["mean"]), np.asarray(state["std"])
         obj.k, obj.threshold, obj.reference = int(state["k"]), float(state["threshold"]), np.asarray(reference)
+        obj.quantile = float(state.get("quantile", 0.999))  # cards before it was recorded: the default
         return obj
 
 
@@ -175,14 +422,18 @@ class ParamTransform:
     """Physical parameters <-> standardised network coordinates (log for radii and lengths).
 
     Discrete parameters (``dequantize``: name -> spacing) get uniform jitter of one spacing
-    during training so that the flow models a density rather than spikes.
+    during training so that the flow models a density rather than spikes. ``range`` keeps the
+    smallest and largest training value of each parameter ((d, 2), physical units), the limit a
+    size is checked against when no prior is known.
     """
 
     def __init__(self, names, values: np.ndarray, dequantize: dict | None = None):
         self.names = tuple(names)
         self.dequantize = dict(dequantize or {})
-        u = self._forward_raw(np.asarray(values, dtype=np.float64))
+        values = np.asarray(values, dtype=np.float64)
+        u = self._forward_raw(values)
         self.mean, self.std = u.mean(axis=0), u.std(axis=0) + 1e-9
+        self.range = np.stack([values.min(axis=0), values.max(axis=0)], axis=1)
 
     def _forward_raw(self, v):
         v = v.copy()
@@ -209,26 +460,66 @@ class ParamTransform:
         return v
 
     def state(self) -> dict:
-        return {"names": list(self.names), "dequantize": self.dequantize,
-                "mean": self.mean.tolist(), "std": self.std.tolist()}
+        out = {"names": list(self.names), "dequantize": self.dequantize,
+               "mean": self.mean.tolist(), "std": self.std.tolist()}
+        if getattr(self, "range", None) is not None:
+            out["range"] = np.asarray(self.range).tolist()
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ParamTransform":
+        """The transform ``state()`` describes (``range`` is None for cards saved without it)."""
+        t = cls.__new__(cls)
+        t.names, t.dequantize = tuple(state["names"]), dict(state["dequantize"])
+        t.mean, t.std = np.asarray(state["mean"]), np.asarray(state["std"])
+        t.range = None if state.get("range") is None else np.asarray(state["range"], dtype=np.float64)
+        return t
 
 
 class ShapeInverter:
     """Shape classifier + one conditional INN per shape, on standardised log I over a fixed q grid.
 
-    ``predict(q_nm, intensity)`` returns shape probabilities and posterior samples of every
-    parameter of the most likely shape, with a domain score that flags curves unlike the
-    training set.
+    ``predict(q_nm, intensity)`` returns a ``Verdict``: out of domain (the domain score flags a
+    curve unlike the training set, or a size reads back beyond the prior) it holds the reasons
+    only; in domain, the shape probabilities and every parameter's posterior median and interval.
+
+    Parameters
+    ----------
+    q_nm : array_like, shape (n_q,)
+        The q grid (nm^-1) of the training curves.
+    shapes, shape_params : sequence of str, dict
+        The shapes and {shape: parameter names} (lengths ``*_nm`` in nm).
+    features : CurveFeatures
+    transforms : dict
+        {shape: ParamTransform}.
+    hidden, n_blocks, seed : int
+        Network width, coupling blocks per INN, initialisation seed.
+    second_opinion : callable, optional
+        ``(q_nm, log_i, shapes, effort) -> (n, n_shapes) posterior``, asked where the network is
+        unsure (``classify``) and only for curves in domain.
+    priors : dict, optional
+        {shape: {parameter: prior}} as the study defines them (for study 1
+        ``studies.inn_scatterers.PRIORS``): bounds or ``values``, ``distribution``, ``mean``,
+        ``sd``, ``unit``. They give each parameter's support (``support``) and the size limits of
+        the domain check (``size_limits``), and are written into the model card; entries for
+        shapes or parameters the model does not have are left out. Without them,
+        the supports follow the names (``physical_support``) and the size limits are the
+        training ranges.
+    conventions : dict, optional
+        What the training curves assume and a measured curve must match (noise model,
+        intensity unit and scale, contrast, background ...), written into the model card.
     """
 
     def __init__(self, q_nm, shapes, shape_params: dict, features: CurveFeatures,
                  transforms: dict, *, hidden: int = 128, n_blocks: int = 6, seed: int = 0,
-                 second_opinion=None):
+                 second_opinion=None, priors: dict | None = None, conventions: dict | None = None):
         self.second_opinion = second_opinion
         self.q_nm = np.asarray(q_nm, dtype=np.float64)
         self.shapes = tuple(shapes)
         self.shape_params = {s: tuple(shape_params[s]) for s in self.shapes}
         self.features, self.transforms = features, transforms
+        self.priors = self._check_priors(priors)
+        self.conventions = None if conventions is None else dict(conventions)
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "seed": seed}
         torch.manual_seed(seed)
         n_q = len(self.q_nm)
@@ -237,6 +528,51 @@ class ShapeInverter:
         for k, s in enumerate(self.shapes):
             self.net[f"inn{k}"] = ConditionalINN(len(self.shape_params[s]), n_q, n_blocks=n_blocks,
                                                  hidden=hidden, seed=seed + k)
+
+    def _check_priors(self, priors) -> dict | None:
+        if priors is None:
+            return None
+        if not isinstance(priors, dict):
+            raise ValueError(f"priors must be a dict {{shape: {{parameter: prior}}}}; got {type(priors).__name__}")
+        out = {}
+        for s in self.shapes:   # priors of other shapes or parameters are not this model's: left out
+            given = priors.get(s) or {}
+            out[s] = {p: dict(given[p]) for p in self.shape_params[s] if p in given}
+        return out
+
+    # -- supports and limits ---------------------------------------------------------------------
+    def _prior(self, shape: str, name: str) -> dict | None:
+        return (self.priors or {}).get(shape, {}).get(name)
+
+    def support(self, shape: str) -> dict:
+        """{parameter: (lo, hi)}: where ``shape``'s posterior samples are kept (physical units).
+
+        The prior's support where the model has priors (``prior_support``: e.g. radius >= 0.2
+        nm, widths in [0, 0.3], the volume fraction within half a jitter step of its values),
+        else the physical support by name (``physical_support``: lengths > 0, widths >= 0, volume
+        fraction in [0, 1)). Outside its prior's support the posterior is zero, so samples there
+        are the flow's leakage, not information.
+        """
+        t = self.transforms[shape]
+        return {p: prior_support(p, self._prior(shape, p), float(t.dequantize.get(p, 0.0)))
+                for p in self.shape_params[shape]}
+
+    def size_limits(self, shape: str) -> dict:
+        """{size parameter (``*_nm``): largest value the model answers for, in nm, or None}.
+
+        The prior's ``PRIOR_QUANTILE`` (0.999) quantile where the model has priors, else the
+        largest training value (``ParamTransform.range``), else None (no limit).
+        """
+        t = self.transforms[shape]
+        out = {}
+        for j, p in enumerate(self.shape_params[shape]):
+            if not _log_scaled(p):
+                continue
+            limit = prior_quantile(self._prior(shape, p), PRIOR_QUANTILE)
+            if limit is None and getattr(t, "range", None) is not None:
+                limit = float(t.range[j][1])
+            out[p] = limit
+        return out
 
     # -- construction and training -------------------------------------------------------------
     @classmethod
@@ -294,37 +630,99 @@ class ShapeInverter:
         logits = self.net["classifier"](torch.from_numpy(self.features(np.atleast_2d(log_i))))
         return torch.softmax(logits, dim=1).numpy()
 
-    def classify(self, log_i, *, refine_below: float | None = 0.99, effort: str = "fast") -> dict:
-        """Shape probabilities from the network; where its top probability is below
-        ``refine_below``, replaced by the posterior of the model's ``second_opinion`` (for study
-        1, the likelihood classifier ``studies.bayes_shapes.second_opinion``). Without a second
-        opinion the network decides every curve.
+    def in_domain(self, log_i) -> np.ndarray:
+        """(n,) bool: curves whose domain score is at most the threshold (``CurveFeatures``)."""
+        return self.features.domain_score(log_i) <= self.features.threshold
 
-        Returns {"probabilities": (n, n_shapes), "network": (n, n_shapes) the network's own,
-        "refined": (n,) bool, the curves decided by the second opinion}. refine_below=None: network
-        only; a value above 1 refines every curve. Study 1's likelihood assumes its noise model
-        (I * N(1, 0.1) per point, no background) and priors: for curves that do not follow them,
-        pass None.
+    def classify(self, log_i, *, refine_below: float | None = REFINE_BELOW, effort: str = "fast") -> dict:
+        """Shape probabilities from the network; where its top probability is below
+        ``refine_below`` and the curve is in domain, replaced by the posterior of the model's
+        ``second_opinion`` (for study 1, the likelihood classifier
+        ``studies.bayes_shapes.second_opinion``). Without a second opinion the network decides
+        every curve.
+
+        Parameters
+        ----------
+        log_i : array_like, shape (n_q,) or (n, n_q)
+            Natural log of I on the model's q grid.
+        refine_below : float or None
+            Default ``REFINE_BELOW`` (0.9). None: network only; a value above 1 refines every
+            curve in domain.
+        effort : str
+            Passed to the second opinion.
+
+        Returns
+        -------
+        dict
+            {"probabilities": (n, n_shapes), "network": (n, n_shapes) the network's own,
+            "refined": (n,) bool, the curves decided by the second opinion, "in_domain": (n,)
+            bool}. Curves out of domain are never refined: study 1's likelihood assumes its noise
+            model (I * N(1, 0.1) per point, no background) and priors, which such curves break;
+            for in-domain curves that do not follow them either, pass None.
         """
         probs = self.shape_probabilities(log_i)
+        refine_below = _check_refine_below(refine_below)
+        ok = self.in_domain(log_i)
         refined = np.zeros(len(probs), dtype=bool)
-        if refine_below is not None:
-            if not refine_below > 0:
-                raise ValueError(f"refine_below={refine_below!r} must be > 0 (or None)")
-            if self.second_opinion is not None:
-                refined = probs.max(axis=1) < refine_below
+        if refine_below is not None and self.second_opinion is not None:
+            refined = (probs.max(axis=1) < refine_below) & ok
         out = probs.copy()
         if refined.any():
             out[refined] = self.second_opinion(self.q_nm, np.atleast_2d(log_i)[refined], self.shapes, effort)
-        return {"probabilities": out, "network": probs, "refined": refined}
+        return {"probabilities": out, "network": probs, "refined": refined, "in_domain": ok}
 
     @torch.no_grad()
-    def posterior_samples(self, log_i, shape: str, n_samples: int = 500, seed: int = 0) -> np.ndarray:
-        """Samples (n_curves, n_samples, n_params) of ``shape``'s parameters in physical units."""
+    def _draw(self, log_i, shape: str, n_samples: int, seed: int, in_support: bool):
+        """Posterior samples (n, n_samples, d) kept in the support, the fraction of draws inside
+        it (n,), and the first draws as the flow gave them (n, n_samples, d)."""
         k = self.shapes.index(shape)
         y = torch.from_numpy(self.features(np.atleast_2d(log_i)))
-        u = self.net[f"inn{k}"].sample(y, n_samples, torch.Generator().manual_seed(seed)).numpy()
-        return self.transforms[shape].inverse(u)
+        gen = torch.Generator().manual_seed(seed)
+        net, t = self.net[f"inn{k}"], self.transforms[shape]
+
+        def draw(rows):
+            return t.inverse(net.sample(y[rows], n_samples, gen).numpy())
+
+        first = draw(np.arange(len(y)))
+        if not in_support:
+            return first, np.ones(len(y)), first
+        bounds = np.array(list(self.support(shape).values()), dtype=np.float64)   # (d, 2)
+
+        def inside(x):
+            return np.all((x >= bounds[:, 0]) & (x <= bounds[:, 1]), axis=-1) & np.all(np.isfinite(x), axis=-1)
+
+        out = np.empty_like(first)
+        filled, accepted, drawn = np.zeros(len(y), dtype=int), np.zeros(len(y)), np.zeros(len(y))
+        pending, batch = np.arange(len(y)), first
+        for round_ in range(SUPPORT_ROUNDS + 1):
+            if round_:
+                batch = draw(pending)
+            drawn[pending] += n_samples
+            for j, i in enumerate(pending):
+                good = batch[j][inside(batch[j])]
+                accepted[i] += len(good)
+                take = min(len(good), n_samples - filled[i])
+                out[i, filled[i]:filled[i] + take] = good[:take]
+                filled[i] += take
+            short = filled[pending] < n_samples
+            if not short.any():
+                break
+            pending, batch = pending[short], batch[short]
+        else:  # almost nothing inside: fill up with draws clipped onto the support
+            for j, i in enumerate(pending):
+                out[i, filled[i]:] = np.clip(batch[j][:n_samples - filled[i]], bounds[:, 0], bounds[:, 1])
+        return out, accepted / drawn, first
+
+    def posterior_samples(self, log_i, shape: str, n_samples: int = 500, seed: int = 0, *,
+                          in_support: bool = True) -> np.ndarray:
+        """Samples (n_curves, n_samples, n_params) of ``shape``'s parameters in physical units.
+
+        With ``in_support`` (default), draws outside a parameter's ``support`` (e.g. a negative
+        polydispersity) are replaced by further draws, i.e. the samples are the flow's posterior
+        restricted to the support; after ``SUPPORT_ROUNDS`` rounds any still missing are draws
+        clipped onto it.
+        """
+        return self._draw(log_i, shape, n_samples, seed, in_support)[0]
 
     def prepare_curve(self, q_nm, intensity) -> np.ndarray:
         """Validate a measured curve and return log I on the model's q grid (interpolated in log-log)."""
@@ -340,36 +738,136 @@ class ShapeInverter:
             return np.log(i)
         return np.interp(np.log(self.q_nm), np.log(q), np.log(i))
 
+    def _beyond_prior(self, shape: str, raw: np.ndarray) -> list[str]:
+        """Reasons, one per size of ``shape`` whose median read-back lies above its ``size_limits``
+        or below its support. ``raw``: (n_samples, d) draws as the flow gave them (kept samples
+        could not leave a bounded support, however far the network's reading lies outside it)."""
+        reasons = []
+        support = self.support(shape)
+        for p, limit in self.size_limits(shape).items():
+            median = float(np.median(raw[:, self.shape_params[shape].index(p)]))
+            unit = _unit(p, self._prior(shape, p))
+            if limit is not None and not median <= limit:
+                source = (f"the {PRIOR_QUANTILE:.1%} quantile of its prior" if self._prior(shape, p)
+                          else "the largest training value")
+                reasons.append(f"{shape} {p} reads back as {median:.4g} {unit}, beyond {limit:.4g} {unit} "
+                               f"({source}): the network was not trained on such sizes")
+            elif not median >= support[p][0]:
+                reasons.append(f"{shape} {p} reads back as {median:.4g} {unit}, below the prior's smallest "
+                               f"{support[p][0]:.4g} {unit}: the network was not trained on such sizes")
+        return reasons
+
+    def _summary(self, shape: str, samples: np.ndarray, level: float) -> dict:
+        lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+        out = {}
+        for j, p in enumerate(self.shape_params[shape]):
+            col = samples[:, j]
+            out[p] = {"median": float(np.median(col)), "lo": float(np.quantile(col, lo_q)),
+                      "hi": float(np.quantile(col, hi_q)), "unit": _unit(p, self._prior(shape, p))}
+        return out
+
     def predict(self, q_nm, intensity, n_samples: int = 500, seed: int = 0, *,
-                refine_below: float | None = 0.99) -> dict:
-        """Shape probabilities and posterior samples for one measured curve (I in cm^-1).
+                refine_below: float | None = REFINE_BELOW, level: float = 0.9,
+                effort: str = "fast") -> Verdict:
+        """The verdict on one measured curve (q in nm^-1, I in the model's absolute unit, cm^-1).
 
-        If the network's top shape probability is below ``refine_below``, the shape is decided
-        by the model's second opinion (``classify``); "shape_source" says which.
+        In this order: (1) the curve is validated and put on the model's q grid
+        (``prepare_curve``, ValueError if malformed or if it does not cover the grid); (2) the
+        domain score: above its threshold, the verdict is out of domain and nothing else runs;
+        (3) the network's top shape and its posterior: a size whose median (over the flow's
+        draws, before they are kept in the support) lies above ``size_limits`` or below the
+        support makes the verdict out of domain; (4) only then, where the network's top
+        probability is below ``refine_below``, the second opinion decides the shape (and the size
+        check is repeated if it picks another one); (5) posterior samples kept inside
+        ``support`` give each parameter's median and central ``level`` interval.
+
+        Parameters
+        ----------
+        q_nm, intensity : array_like, shape (n,)
+            The curve: q in nm^-1 (strictly increasing, covering the model's grid), I > 0.
+        n_samples : int
+            Posterior draws.
+        seed : int
+            Seed of the latent draws.
+        refine_below : float or None
+            Default ``REFINE_BELOW``; None: the network alone decides the shape.
+        level : float
+            Probability of the central interval, in (0, 1).
+        effort : str
+            Passed to the second opinion.
+
+        Returns
+        -------
+        Verdict
+            Out of domain: ``in_domain`` False, the ``reasons``, and no shape, probabilities,
+            parameters or samples. In domain: shape, probabilities, ``parameters`` {name:
+            {median, lo, hi, unit}} and ``samples``. ``verdict["samples"]`` etc. read like the
+            dict this method returned before.
+
+        Warns
+        -----
+        UserWarning
+            When the curve is out of domain ("outside the training domain"), with the reasons.
         """
-        import warnings
-
+        if not 0 < level < 1:
+            raise ValueError(f"level={level!r} must lie in (0, 1)")
+        if int(n_samples) != n_samples or n_samples < 1:
+            raise ValueError(f"n_samples={n_samples!r} must be a positive integer")
+        refine_below = _check_refine_below(refine_below)
         log_i = self.prepare_curve(q_nm, intensity)
-        cls = self.classify(log_i, refine_below=refine_below)
-        probs = cls["probabilities"][0]
-        shape = self.shapes[int(np.argmax(probs))]
-        samples = self.posterior_samples(log_i, shape, n_samples, seed)[0]
-        score = float(self.features.domain_score(log_i)[0])
-        in_domain = score <= self.features.threshold
-        if not in_domain:
-            warnings.warn(f"this curve lies outside the training domain (score {score:.1f} > "
-                          f"{self.features.threshold:.1f}): the prediction is an extrapolation", stacklevel=2)
-        return {"shape": shape, "shape_probabilities": dict(zip(self.shapes, probs.tolist())),
-                "shape_source": "second opinion" if cls["refined"][0] else "network",
-                "network_probabilities": dict(zip(self.shapes, cls["network"][0].tolist())),
-                "samples": {p: samples[:, j] for j, p in enumerate(self.shape_params[shape])},
-                "domain_score": score, "in_domain": in_domain}
+        score, threshold = float(self.features.domain_score(log_i)[0]), float(self.features.threshold)
+        diagnostics = {"model_q_range_nm": [float(self.q_nm[0]), float(self.q_nm[-1])]}
+        common = {"domain_score": score, "domain_threshold": threshold, "level": level,
+                  "refine_below": refine_below, "diagnostics": diagnostics}
+
+        def out_of_domain(reasons):
+            warnings.warn("this curve lies outside the training domain (" + "; ".join(reasons)
+                          + "): no shape or parameters are returned", stacklevel=3)
+            return Verdict(in_domain=False, reasons=reasons, **common)
+
+        if not score <= threshold:
+            return out_of_domain([f"domain score {score:.3g} above the threshold {threshold:.3g}: the curve is "
+                                  f"further from the training curves than {self.features.quantile:.1%} of "
+                                  "training curves are"])
+        network = self.shape_probabilities(log_i)[0]
+        shape = self.shapes[int(np.argmax(network))]
+        samples, frac, raw = self._draw(log_i, shape, n_samples, seed, True)
+        beyond = self._beyond_prior(shape, raw[0])
+        if beyond:
+            return out_of_domain(beyond)
+        probs, source = network, "network"
+        if refine_below is not None and self.second_opinion is not None and network.max() < refine_below:
+            probs = np.asarray(self.second_opinion(self.q_nm, np.atleast_2d(log_i), self.shapes, effort),
+                               dtype=np.float64)[0]
+            source = "second opinion"
+            final = self.shapes[int(np.argmax(probs))]
+            if final != shape:
+                shape = final
+                samples, frac, raw = self._draw(log_i, shape, n_samples, seed, True)
+                beyond = self._beyond_prior(shape, raw[0])
+                if beyond:
+                    return out_of_domain(beyond)
+        diagnostics.update(support_fraction=float(frac[0]), size_limits_nm=self.size_limits(shape),
+                           support={p: list(b) for p, b in self.support(shape).items()})
+        samples = samples[0]
+        return Verdict(in_domain=True, shape=shape, shape_probabilities=dict(zip(self.shapes, probs.tolist())),
+                       shape_source=source, network_probabilities=dict(zip(self.shapes, network.tolist())),
+                       parameters=self._summary(shape, samples, level),
+                       samples={p: samples[:, j] for j, p in enumerate(self.shape_params[shape])}, **common)
 
     # -- persistence -----------------------------------------------------------------------------
     def card(self) -> dict:
+        """The model card: grid, shapes, architecture, standardisation, and what a curve must
+        match: ``priors``, ``conventions`` (noise model, intensity scale, contrast ...), and the
+        derived ``support`` and ``size_limits_nm`` of each shape (None: unbounded)."""
         return {"kind": "ShapeInverter", "q_nm": self.q_nm.tolist(), "shapes": list(self.shapes),
                 "shape_params": {s: list(p) for s, p in self.shape_params.items()}, "arch": self.arch,
-                "features": self.features.state(), "transforms": {s: t.state() for s, t in self.transforms.items()}}
+                "features": self.features.state(), "transforms": {s: t.state() for s, t in self.transforms.items()},
+                "priors": _jsonable(self.priors), "conventions": _jsonable(self.conventions),
+                "support": {s: {p: [_finite_or_none(b) for b in bounds] for p, bounds in self.support(s).items()}
+                            for s in self.shapes},
+                "size_limits_nm": {s: self.size_limits(s) for s in self.shapes},
+                "refine_below_default": REFINE_BELOW}
 
     def save(self, path, extra: dict | None = None):
         from .training import save_model
@@ -377,26 +875,66 @@ class ShapeInverter:
         return save_model(path, self.net, {**self.card(), **(extra or {})})
 
     @classmethod
-    def load(cls, path, *, second_opinion=None) -> "ShapeInverter":
+    def load(cls, path, *, second_opinion=None, priors: dict | None = None,
+             conventions: dict | None = None) -> "ShapeInverter":
+        """A model written by ``save``: ``<path>.pt`` (weights) and ``<path>.json`` (card).
+
+        Parameters
+        ----------
+        path : str or Path
+            With or without the ``.pt`` suffix.
+        second_opinion : callable, optional
+            See the class.
+        priors, conventions : dict, optional
+            Used where the card has none (cards written before they were recorded); the card's
+            own take precedence.
+
+        Raises
+        ------
+        ValueError
+            Naming the missing file(s) when no model was saved at ``path``, or when the card is
+            not a ShapeInverter's.
+        """
         import json
         from pathlib import Path
 
         from .training import load_model
 
-        card = json.loads(Path(path).with_suffix(".json").read_text())
+        base = Path(path).with_suffix("")
+        missing = model_files_missing(base)
+        if missing:
+            raise ValueError(f"no saved ShapeInverter at {base.with_suffix('.pt')} ({missing}). A ShapeInverter is "
+                             "written by ShapeInverter.save; study 1's is trained and saved by notebook 01 "
+                             "(notebooks/01_inn_analytic_scatterers.ipynb) as data/models/study1_<profile>.pt")
+        card = json.loads(base.with_suffix(".json").read_text())
+        if card.get("kind") != "ShapeInverter":
+            raise ValueError(f"{base.with_suffix('.json')} is the card of a {card.get('kind')!r}, not a ShapeInverter")
         shape = (card["features"]["n_reference"], len(card["q_nm"]))
         features = CurveFeatures.from_state(card["features"], np.zeros(shape, np.float32))
-        transforms = {}
-        for s, st in card["transforms"].items():
-            t = ParamTransform.__new__(ParamTransform)
-            t.names, t.dequantize = tuple(st["names"]), st["dequantize"]
-            t.mean, t.std = np.asarray(st["mean"]), np.asarray(st["std"])
-            transforms[s] = t
+        transforms = {s: ParamTransform.from_state(st) for s, st in card["transforms"].items()}
         obj = cls(card["q_nm"], card["shapes"], card["shape_params"], features, transforms, **card["arch"],
-                  second_opinion=second_opinion)
-        load_model(path, obj.net)
+                  second_opinion=second_opinion,
+                  priors=card.get("priors") if card.get("priors") is not None else priors,
+                  conventions=card.get("conventions") if card.get("conventions") is not None else conventions)
+        load_model(base, obj.net)
         obj.features.reference = obj.net["domain_reference"].value.numpy()
         return obj
+
+
+def model_files_missing(base) -> str:
+    """'' when ``base``.pt and ``base``.json both exist, else which of them is missing."""
+    pt, card = base.with_suffix(".pt"), base.with_suffix(".json")
+    if pt.is_file() and card.is_file():
+        return ""
+    if pt.is_file():
+        return f"its model card {card} is missing"
+    return "no such file" + ("" if card.is_file() else f", nor its model card {card.name}")
+
+
+def _check_refine_below(refine_below):
+    if refine_below is not None and not refine_below > 0:
+        raise ValueError(f"refine_below={refine_below!r} must be > 0 (or None)")
+    return None if refine_below is None else float(refine_below)
 
 
 def _cross_entropy(model, batch):
@@ -416,15 +954,18 @@ def _samples_per_shape(model: ShapeInverter, log_i, labels, params, param_names,
 
 
 def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, n_samples: int = 300,
-             level: float = 0.9, seed: int = 0, refine_below: float | None = None) -> dict:
+             level: float = 0.9, seed: int = 0, refine_below: float | None = REFINE_BELOW) -> dict:
     """Shape accuracy and confusion matrix; per shape and parameter the MAE of the posterior
     median and the coverage of the central ``level`` interval (posterior of the TRUE shape, so
-    that regression quality is measured separately from classification).
+    that regression quality is measured separately from classification; samples kept inside
+    each parameter's support, ``ShapeInverter.posterior_samples``).
 
-    With ``refine_below`` the shapes come from ``ShapeInverter.classify`` (the second opinion decides
-    where the network is unsure); "shape_accuracy_network" and "predicted_network" keep the
-    network's own verdicts (and "confusion_network" its confusion matrix), and "refined" marks
-    the curves the second opinion decided."""
+    The shapes come from ``ShapeInverter.classify`` with ``refine_below`` (default
+    ``REFINE_BELOW``, as in ``predict``; None: the network alone): the second opinion decides
+    where the network is unsure and the curve is in domain. "shape_accuracy_network" and
+    "predicted_network" keep the network's own verdicts (and "confusion_network" its confusion
+    matrix), "refined" marks the curves the second opinion decided and "in_domain" those that
+    pass the domain check."""
     labels = np.asarray(shape_labels)
     cls = model.classify(log_i, refine_below=refine_below)
     pred, pred_net = cls["probabilities"].argmax(axis=1), cls["network"].argmax(axis=1)
@@ -435,7 +976,7 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
     out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(), "predicted": pred,
            "shape_accuracy_network": float((pred_net == labels).mean()), "predicted_network": pred_net,
            "confusion_network": confusion_net.tolist(),
-           "refined": cls["refined"], "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
+           "refined": cls["refined"], "in_domain": cls["in_domain"], "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
     for s, samples, truth in _samples_per_shape(model, log_i, labels, params, param_names, n_samples, seed):
         med = np.median(samples, axis=1)
         cover = interval_coverage(samples, dequantized_truth(model.transforms[s], truth, seed), level)

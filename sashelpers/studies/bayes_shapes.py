@@ -29,7 +29,14 @@ classifier be?".
 
 * ``classify(q, log_i)``: the same Bayes classifier for curves without labels;
   ``second_opinion`` is its form for ``learn.inn.ShapeInverter`` (which asks it where the
-  network is unsure).
+  network is unsure, and only for curves inside the training domain).
+
+Commands: ``python -m sashelpers.studies.bayes_shapes predict FILE [--model PATH] [--figure
+OUT.png]`` prints study 1's verdict on one's own curve file (network, domain check, and this
+likelihood where the network is unsure: notebook 01's path, ``inn_scatterers.predict_main``);
+without ``predict``, the check on study 1's test set (``main``). The predict command lives here
+because this is the study-1 module allowed to import both the network side
+(``inn_scatterers``) and the likelihood.
 """
 
 from __future__ import annotations
@@ -819,19 +826,30 @@ def markdown_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def main(argv=None):
     """``python -m sashelpers.studies.bayes_shapes``: the check on study 1's test set (the notebook's split).
 
     Needs the cached study-1 dataset (SASHELPERS_CACHE) and, for --model, a saved ShapeInverter.
     The whole test set (--n-random 1500, effort "full") takes of the order of an hour of one CPU
     core: run it in chunks.
+
+    ``python -m sashelpers.studies.bayes_shapes predict FILE [--model PATH] [--figure OUT.png]``
+    instead prints the verdict on one curve file (``inn_scatterers.predict_main`` with this
+    module's ``second_opinion``) and returns its exit status.
     """
     import argparse
+    import sys
     import time
 
     import torch
 
-    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:
+        return s1.predict_main(argv[1:], second_opinion=second_opinion,
+                               prog="python -m sashelpers.studies.bayes_shapes predict")
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0],
+                                 epilog="python -m sashelpers.studies.bayes_shapes predict FILE: study 1's verdict "
+                                        "on one curve file instead (predict --help)")
     ap.add_argument("--n-random", type=int, default=200, help="random test curves to check")
     ap.add_argument("--model", default=None, help="saved ShapeInverter (.pt): its errors are checked too")
     ap.add_argument("--n-per-shape", type=int, default=5000)
@@ -863,4 +881,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    _result = main()
+    if isinstance(_result, int):
+        raise SystemExit(_result)
