@@ -624,6 +624,13 @@ def test_class_probe_reads_a_class_the_code_holds(one_thread):
         dae.class_probe(model, images[:80], labels[:3], {"clean": images[80:]}, labels[80:])
 
 
+def test_experiment_names_are_checked():
+    with pytest.raises(ValueError, match="plain"):
+        dae.experiment("skips", "quick")
+    with pytest.raises(SystemExit):
+        dae.main(["skips"])
+
+
 def test_noise_to_apply_picks_the_nearest_catalogue_level():
     probs = {"none": 0.5, "gaussian": 0.1, "poisson": 0.05, "smear": 0.3, "resolution": 0.05}
     assert dae.noise_to_apply("gaussian", 0.5, probs) == ("gaussian", 0.2)  # severities .25 .5 .75 1
