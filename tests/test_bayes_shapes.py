@@ -177,3 +177,33 @@ def test_classify_without_labels():
     np.testing.assert_allclose(out["posterior"].sum(axis=1), 1.0)
     assert out["posterior"].max(axis=1).min() > 0.99
     assert out["params"]["sphere"]["radius_nm"][0] == pytest.approx(3.0, rel=0.05)
+
+
+def test_free_scale_is_profiled_in_closed_form():
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.default_rng(3)
+    model = np.log(rng.uniform(0.01, 100.0, 60))
+    obs = model + np.log(rng.normal(1.0, 0.1, 60)) + np.log(250.0)
+    a = am.profile_offset(obs, model)
+    best = minimize_scalar(lambda t: am.deviance(obs, model + t), bounds=(0.0, 12.0), method="bounded",
+                           options={"xatol": 1e-10})
+    assert a == pytest.approx(best.x, abs=1e-6) and np.exp(a) == pytest.approx(250.0, rel=0.05)
+    profiled = am.deviance(obs, model, free_scale=True)
+    assert profiled == pytest.approx(best.fun, rel=1e-9)
+    for c in (-700.0, -7.0, 7.0, 700.0):          # any factor, without overflow
+        assert am.deviance(obs + c, model, free_scale=True) == pytest.approx(profiled, rel=1e-9)
+        assert am.profile_offset(obs + c, model) == pytest.approx(a + c, abs=1e-9)
+
+
+def test_best_fit_with_a_free_scale_does_not_depend_on_it():
+    y = clean("sphere")
+    fits = {c: am.best_fit("sphere", Q, y + np.log(c), free_scale=True, **SMALL) for c in (1e-3, 1.0, 1e3)}
+    for c, fit in fits.items():
+        for name, value in TRUTH["sphere"].items():
+            assert fit["params"][name] == pytest.approx(fits[1.0]["params"][name], rel=1e-6)
+            assert fit["params"][name] == pytest.approx(value, rel=0.01)
+        assert fit["deviance"] == pytest.approx(fits[1.0]["deviance"], abs=1e-6)
+        # the ML scale of a noise-free curve lies ~sigma^2 = 1 % below the factor (see above)
+        assert fit["scale"] == pytest.approx(c, rel=0.02)
+    assert "scale" not in am.best_fit("sphere", Q, y, **SMALL)

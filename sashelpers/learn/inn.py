@@ -23,6 +23,12 @@ first, and a curve outside the training domain (or whose size reads back beyond 
 the reasons and *no* shape or parameters; only a curve inside it is classified (with the second
 opinion where the network is unsure) and gets posterior intervals, drawn within each parameter's
 support (``ShapeInverter.support``).
+
+The absolute intensity scale is either an input (default: the model reads log I on the training
+curves' scale) or a nuisance parameter (``ShapeInverter.from_training_data(..., scale_free=True)``:
+every curve is read with the mean of its log I over the q grid removed, so any positive factor
+gives the same verdict; ``Verdict.scale`` reports the factor and the second opinion is asked to fit
+it, ``free_scale=True``). A flat background is not a nuisance parameter yet.
 """
 
 from __future__ import annotations
@@ -271,13 +277,20 @@ class Verdict:
     refine_below : float or None
         The threshold the second opinion was asked under (None: network only).
     scale : float or None
-        Reserved for an intensity scale fitted before the model reads the curve; None: the curve
-        was read as given, in the model's absolute units.
+        For a scale-free model (``ShapeInverter.scale_free``) in domain: the curve's intensity
+        scale relative to the training curves, dimensionless (``CurveFeatures.scale``: the ratio
+        of the curve's geometric mean over the model's q grid to that of its k nearest training
+        curves; 1 on the training scale, e.g. study 1's cm^-1 at sasmodels scale 1 and contrast
+        1e-6 A^-2, and 100 for the same curve times 100). An estimate to the accuracy of nearest
+        neighbours, not a fit at the posterior median; the shape and parameters do not depend on
+        it. None: the model is not scale-free and read the curve as given, in its absolute
+        units, or the curve is out of domain.
     notes : list of str
         Caveats that do not make the curve out of domain (e.g. a file without an intensity unit).
     diagnostics : dict
-        Further numbers: the model's q range (nm^-1), the fraction of posterior draws that fell
-        inside the support, the size limits of the shape read back.
+        Further numbers: the model's q range (nm^-1), whether the model is "scale_free", the
+        fraction of posterior draws that fell inside the support, the size limits of the shape
+        read back.
     """
 
     in_domain: bool
@@ -326,6 +339,9 @@ class Verdict:
         else:
             rows.append(("verdict", "OUT OF DOMAIN: no shape or parameters are given"))
         rows.append(("domain score", f"{self.domain_score:.3g} (out of domain above {self.domain_threshold:.3g})"))
+        if self.scale is not None:
+            rows.append(("intensity scale", (f"{self.scale:.3g} x the training curves' (geometric mean over q, "
+                                             "nearest training curves; the answer does not depend on it)")))
         rows += [("reason", r) for r in self.reasons]
         if self.in_domain:
             rows.append(("shapes", " | ".join(f"{s} {v:.3f}" for s, v in self.shape_probabilities.items())))
@@ -374,39 +390,94 @@ class CurveFeatures:
     training set than all but a fraction 1 - quantile of the training curves themselves. (A
     Mahalanobis distance in principal components failed here: the training curves are far
     from Gaussian, and a sphere of 8 nm scored inside it.)
+
+    Parameters
+    ----------
+    log_i : array_like, shape (n, n_q)
+        Natural log of the training curves' intensities on the model's q grid.
+    n_reference, k, quantile, seed : int, int, float, int
+        Reference curves kept for the domain score, the neighbour it is measured to, the
+        quantile of training scores that sets the threshold, and the seed that picks them.
+    scale_free : bool
+        False (default): the features are log I as given, so the absolute scale of I is part of
+        what the network reads. True: each curve's mean of log I over the q grid (the log of its
+        geometric mean) is removed first (``centre``), so I and c * I give identical features
+        for any c > 0, and so identical network outputs and domain scores. The removed means of
+        the reference curves are kept (``reference_offset``) to estimate a curve's scale
+        (``scale``).
     """
 
     def __init__(self, log_i: np.ndarray, *, n_reference: int = 4000, k: int = 5, quantile: float = 0.999,
-                 seed: int = 0):
+                 seed: int = 0, scale_free: bool = False):
         log_i = np.asarray(log_i, dtype=np.float64)
-        self.mean = log_i.mean(axis=0)
-        self.std = log_i.std(axis=0) + 1e-6
+        self.scale_free = bool(scale_free)
+        centred = self.centre(log_i)
+        self.mean = centred.mean(axis=0)
+        self.std = centred.std(axis=0) + 1e-6
         self.k, self.quantile = int(k), float(quantile)
         order = np.random.default_rng(seed).permutation(len(log_i))
         n_ref = min(n_reference, len(log_i) // 2)
         self.reference = self(log_i[order[:n_ref]])
+        self.reference_offset = self.offset(log_i[order[:n_ref]]) if self.scale_free else None
         held_out = order[n_ref:n_ref + 2000]
         self.threshold = float(np.quantile(self.domain_score(log_i[held_out]), quantile))
 
-    def __call__(self, log_i) -> np.ndarray:
-        return ((np.asarray(log_i, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+    @staticmethod
+    def offset(log_i) -> np.ndarray:
+        """(n,) mean of log I over the q grid of each curve: the log of its geometric mean."""
+        return np.atleast_2d(np.asarray(log_i, dtype=np.float64)).mean(axis=-1)
 
-    def domain_score(self, log_i) -> np.ndarray:
+    def centre(self, log_i) -> np.ndarray:
+        """log I with each curve's ``offset`` removed when ``scale_free``, else as given (float64)."""
+        log_i = np.asarray(log_i, dtype=np.float64)
+        if not self.scale_free:
+            return log_i
+        return log_i - log_i.mean(axis=-1, keepdims=True)
+
+    def __call__(self, log_i) -> np.ndarray:
+        return ((self.centre(log_i) - self.mean) / self.std).astype(np.float32)
+
+    def _neighbour_d2(self, log_i) -> np.ndarray:
         z = self(np.atleast_2d(log_i)).astype(np.float64)
         ref = self.reference.astype(np.float64)
-        d2 = (z**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2 * z @ ref.T
+        return (z**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2 * z @ ref.T
+
+    def domain_score(self, log_i) -> np.ndarray:
+        d2 = self._neighbour_d2(log_i)
         return np.sqrt(np.maximum(np.partition(d2, self.k - 1, axis=1)[:, self.k - 1], 0))
+
+    def scale(self, log_i) -> np.ndarray | None:
+        """(n,) estimated intensity scale of each curve relative to the training curves, or None
+        when the features are not ``scale_free``.
+
+        The ratio of the curve's geometric mean over the q grid to the geometric mean (over the
+        same grid, and then over the k curves) of its k nearest reference curves in the
+        scale-free features: exp(offset(curve) - mean of their offsets). Dimensionless: 1 for a
+        curve on the training curves' absolute scale (for study 1: cm^-1 at sasmodels scale 1
+        and contrast 1e-6 A^-2), 100 for the same curve times 100. Its accuracy is that of
+        nearest neighbours (the neighbours' sizes differ a little from the curve's); the ratio
+        between two curves that differ only by a factor is that factor to rounding error.
+        """
+        if not self.scale_free:
+            return None
+        d2 = self._neighbour_d2(log_i)
+        near = np.argpartition(d2, self.k - 1, axis=1)[:, :self.k]
+        return np.exp(self.offset(log_i) - np.asarray(self.reference_offset, dtype=np.float64)[near].mean(axis=1))
 
     def state(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "k": self.k, "threshold": self.threshold,
-                "quantile": self.quantile, "n_reference": len(self.reference)}
+                "quantile": self.quantile, "n_reference": len(self.reference), "scale_free": self.scale_free}
 
     @classmethod
     def from_state(cls, state: dict, reference: np.ndarray) -> "CurveFeatures":
+        """The features ``state()`` describes, with ``reference`` as the reference curves (the
+        loader replaces it, and ``reference_offset`` of a scale-free model, from the weights)."""
         obj = cls.__new__(cls)
         obj.mean, obj.std = np.asarray(state["mean"]), np.asarray(state["std"])
         obj.k, obj.threshold, obj.reference = int(state["k"]), float(state["threshold"]), np.asarray(reference)
         obj.quantile = float(state.get("quantile", 0.999))  # cards before it was recorded: the default
+        obj.scale_free = bool(state.get("scale_free", False))   # cards before scale-free models: not
+        obj.reference_offset = np.zeros(len(obj.reference)) if obj.scale_free else None
         return obj
 
 
@@ -508,6 +579,17 @@ class ShapeInverter:
     conventions : dict, optional
         What the training curves assume and a measured curve must match (noise model,
         intensity unit and scale, contrast, background ...), written into the model card.
+
+    Notes
+    -----
+    A model built with ``from_training_data(..., scale_free=True)`` (``scale_free``) reads every
+    curve with the mean of its log I over the q grid removed (``CurveFeatures``): the absolute
+    scale of I (volume fraction, contrast, unit, calibration) is a nuisance parameter it never
+    sees, so a curve and the same curve times any positive factor get the same shape
+    probabilities, posterior and domain score, and ``predict`` reports the factor as
+    ``Verdict.scale``. Its second opinion is asked to fit a free scale too (it is called with
+    ``free_scale=True``). A flat background is not handled: it is no nuisance parameter yet, and
+    a curve with one must have it subtracted first.
     """
 
     def __init__(self, q_nm, shapes, shape_params: dict, features: CurveFeatures,
@@ -525,9 +607,16 @@ class ShapeInverter:
         n_q = len(self.q_nm)
         self.net = nn.ModuleDict({"classifier": mlp(n_q, len(self.shapes), hidden=2 * hidden, depth=2, dropout=0.1),
                                   "domain_reference": _Buffer(features.reference)})
+        if self.scale_free:   # only then: the weights of models without it load as before
+            self.net["domain_reference_offset"] = _Buffer(features.reference_offset)
         for k, s in enumerate(self.shapes):
             self.net[f"inn{k}"] = ConditionalINN(len(self.shape_params[s]), n_q, n_blocks=n_blocks,
                                                  hidden=hidden, seed=seed + k)
+
+    @property
+    def scale_free(self) -> bool:
+        """True when the model reads curves without their absolute scale (``CurveFeatures``)."""
+        return bool(getattr(self.features, "scale_free", False))
 
     def _check_priors(self, priors) -> dict | None:
         if priors is None:
@@ -577,9 +666,31 @@ class ShapeInverter:
     # -- construction and training -------------------------------------------------------------
     @classmethod
     def from_training_data(cls, q_nm, log_i, shape_labels, params, shapes, shape_params: dict,
-                           param_names, dequantize: dict | None = None, **kwargs) -> "ShapeInverter":
-        """Fit the feature and parameter standardisation on training data and build the networks."""
-        features = CurveFeatures(log_i)
+                           param_names, dequantize: dict | None = None, *, scale_free: bool = False,
+                           **kwargs) -> "ShapeInverter":
+        """Fit the feature and parameter standardisation on training data and build the networks.
+
+        Parameters
+        ----------
+        q_nm : array_like, shape (n_q,)
+            The q grid of the curves (nm^-1).
+        log_i : array_like, shape (n, n_q)
+            Natural log of the training intensities on that grid.
+        shape_labels, params : array_like, shapes (n,) and (n, len(param_names))
+            Index into ``shapes`` and the parameters (NaN where a shape has none; lengths in nm).
+        shapes, shape_params, param_names
+            See the class.
+        dequantize : dict, optional
+            {parameter: spacing} of discrete parameters (``ParamTransform``).
+        scale_free : bool
+            True: the networks and the domain check read log I minus its mean over the q grid,
+            so the answer does not depend on the curve's absolute scale (see the class Notes).
+            The training curves can then be on any one scale; nothing is randomised. False
+            (default): log I as given, on the training curves' absolute scale.
+        **kwargs
+            Passed to the class (hidden, n_blocks, seed, second_opinion, priors, conventions).
+        """
+        features = CurveFeatures(log_i, scale_free=scale_free)
         transforms = {}
         for k, s in enumerate(shapes):
             cols = [list(param_names).index(p) for p in shape_params[s]]
@@ -658,7 +769,8 @@ class ShapeInverter:
             "refined": (n,) bool, the curves decided by the second opinion, "in_domain": (n,)
             bool}. Curves out of domain are never refined: study 1's likelihood assumes its noise
             model (I * N(1, 0.1) per point, no background) and priors, which such curves break;
-            for in-domain curves that do not follow them either, pass None.
+            for in-domain curves that do not follow them either, pass None. A scale-free model
+            asks its second opinion with ``free_scale=True``.
         """
         probs = self.shape_probabilities(log_i)
         refine_below = _check_refine_below(refine_below)
@@ -668,8 +780,32 @@ class ShapeInverter:
             refined = (probs.max(axis=1) < refine_below) & ok
         out = probs.copy()
         if refined.any():
-            out[refined] = self.second_opinion(self.q_nm, np.atleast_2d(log_i)[refined], self.shapes, effort)
+            out[refined] = self._ask_second_opinion(np.atleast_2d(log_i)[refined], effort)
         return {"probabilities": out, "network": probs, "refined": refined, "in_domain": ok}
+
+    def _ask_second_opinion(self, log_i: np.ndarray, effort: str) -> np.ndarray:
+        """The second opinion's posterior (n, n_shapes) for curves log_i (n, n_q) on the model's
+        grid; for a scale-free model it is asked with ``free_scale=True`` (it must fit the scale)."""
+        kwargs = {}
+        if self.scale_free:
+            import inspect
+
+            try:
+                params = inspect.signature(self.second_opinion).parameters.values()
+            except (TypeError, ValueError):     # no signature to read: just ask
+                params = ()
+            if params and not any(p.name == "free_scale" or p.kind is p.VAR_KEYWORD for p in params):
+                raise ValueError("this model is scale-free, so its second opinion must fit a free intensity "
+                                 "scale and accept free_scale=True (studies.bayes_shapes.second_opinion does); "
+                                 f"{getattr(self.second_opinion, '__name__', self.second_opinion)!r} does not")
+            kwargs["free_scale"] = True
+        return np.asarray(self.second_opinion(self.q_nm, log_i, self.shapes, effort, **kwargs), dtype=np.float64)
+
+    def fitted_scale(self, log_i) -> np.ndarray | None:
+        """(n,) estimated intensity scale of curves log_i (n, n_q) relative to the training curves
+        (``CurveFeatures.scale``: the geometric-mean ratio to their nearest training curves,
+        dimensionless), or None for a model that is not ``scale_free``."""
+        return self.features.scale(np.atleast_2d(log_i))
 
     @torch.no_grad()
     def _draw(self, log_i, shape: str, n_samples: int, seed: int, in_support: bool):
@@ -769,7 +905,8 @@ class ShapeInverter:
     def predict(self, q_nm, intensity, n_samples: int = 500, seed: int = 0, *,
                 refine_below: float | None = REFINE_BELOW, level: float = 0.9,
                 effort: str = "fast") -> Verdict:
-        """The verdict on one measured curve (q in nm^-1, I in the model's absolute unit, cm^-1).
+        """The verdict on one measured curve (q in nm^-1; I in the model's absolute unit, e.g. cm^-1,
+        or on any scale for a ``scale_free`` model).
 
         In this order: (1) the curve is validated and put on the model's q grid
         (``prepare_curve``, ValueError if malformed or if it does not cover the grid); (2) the
@@ -779,12 +916,15 @@ class ShapeInverter:
         support makes the verdict out of domain; (4) only then, where the network's top
         probability is below ``refine_below``, the second opinion decides the shape (and the size
         check is repeated if it picks another one); (5) posterior samples kept inside
-        ``support`` give each parameter's median and central ``level`` interval.
+        ``support`` give each parameter's median and central ``level`` interval. A scale-free
+        model reads the curve without its absolute scale (the class Notes) and reports the scale
+        as ``Verdict.scale``.
 
         Parameters
         ----------
         q_nm, intensity : array_like, shape (n,)
-            The curve: q in nm^-1 (strictly increasing, covering the model's grid), I > 0.
+            The curve: q in nm^-1 (strictly increasing, covering the model's grid), I > 0 (in the
+            model's absolute unit; any positive multiple of it for a scale-free model).
         n_samples : int
             Posterior draws.
         seed : int
@@ -816,7 +956,7 @@ class ShapeInverter:
         refine_below = _check_refine_below(refine_below)
         log_i = self.prepare_curve(q_nm, intensity)
         score, threshold = float(self.features.domain_score(log_i)[0]), float(self.features.threshold)
-        diagnostics = {"model_q_range_nm": [float(self.q_nm[0]), float(self.q_nm[-1])]}
+        diagnostics = {"model_q_range_nm": [float(self.q_nm[0]), float(self.q_nm[-1])], "scale_free": self.scale_free}
         common = {"domain_score": score, "domain_threshold": threshold, "level": level,
                   "refine_below": refine_below, "diagnostics": diagnostics}
 
@@ -837,8 +977,7 @@ class ShapeInverter:
             return out_of_domain(beyond)
         probs, source = network, "network"
         if refine_below is not None and self.second_opinion is not None and network.max() < refine_below:
-            probs = np.asarray(self.second_opinion(self.q_nm, np.atleast_2d(log_i), self.shapes, effort),
-                               dtype=np.float64)[0]
+            probs = self._ask_second_opinion(np.atleast_2d(log_i), effort)[0]
             source = "second opinion"
             final = self.shapes[int(np.argmax(probs))]
             if final != shape:
@@ -850,7 +989,8 @@ class ShapeInverter:
         diagnostics.update(support_fraction=float(frac[0]), size_limits_nm=self.size_limits(shape),
                            support={p: list(b) for p, b in self.support(shape).items()})
         samples = samples[0]
-        return Verdict(in_domain=True, shape=shape, shape_probabilities=dict(zip(self.shapes, probs.tolist())),
+        scale = self.fitted_scale(log_i)
+        return Verdict(in_domain=True, shape=shape, scale=None if scale is None else float(scale[0]), shape_probabilities=dict(zip(self.shapes, probs.tolist())),
                        shape_source=source, network_probabilities=dict(zip(self.shapes, network.tolist())),
                        parameters=self._summary(shape, samples, level),
                        samples={p: samples[:, j] for j, p in enumerate(self.shape_params[shape])}, **common)
@@ -859,15 +999,25 @@ class ShapeInverter:
     def card(self) -> dict:
         """The model card: grid, shapes, architecture, standardisation, and what a curve must
         match: ``priors``, ``conventions`` (noise model, intensity scale, contrast ...), and the
-        derived ``support`` and ``size_limits_nm`` of each shape (None: unbounded)."""
+        derived ``support`` and ``size_limits_nm`` of each shape (None: unbounded).
+
+        ``scale_free`` (also in ``features``, where ``load`` reads it) says whether the model
+        reads curves without their absolute scale; for such a model the conventions get an
+        "intensity_scale" entry saying that any scale is read (the training curves' own scale
+        stays in "intensity")."""
+        conventions = self.conventions
+        if self.scale_free and conventions is not None:
+            conventions = {**conventions, "intensity_scale": (
+                "any: the model reads log I minus its mean over the q grid, so a curve times any positive "
+                "factor gives the same verdict; Verdict.scale estimates the factor relative to the training curves")}
         return {"kind": "ShapeInverter", "q_nm": self.q_nm.tolist(), "shapes": list(self.shapes),
                 "shape_params": {s: list(p) for s, p in self.shape_params.items()}, "arch": self.arch,
                 "features": self.features.state(), "transforms": {s: t.state() for s, t in self.transforms.items()},
-                "priors": _jsonable(self.priors), "conventions": _jsonable(self.conventions),
+                "priors": _jsonable(self.priors), "conventions": _jsonable(conventions),
                 "support": {s: {p: [_finite_or_none(b) for b in bounds] for p, bounds in self.support(s).items()}
                             for s in self.shapes},
                 "size_limits_nm": {s: self.size_limits(s) for s in self.shapes},
-                "refine_below_default": REFINE_BELOW}
+                "refine_below_default": REFINE_BELOW, "scale_free": self.scale_free}
 
     def save(self, path, extra: dict | None = None):
         from .training import save_model
@@ -918,6 +1068,8 @@ class ShapeInverter:
                   conventions=card.get("conventions") if card.get("conventions") is not None else conventions)
         load_model(base, obj.net)
         obj.features.reference = obj.net["domain_reference"].value.numpy()
+        if obj.scale_free:
+            obj.features.reference_offset = obj.net["domain_reference_offset"].value.numpy().astype(np.float64)
         return obj
 
 

@@ -10,6 +10,18 @@ r = y - log I_true has the exact density p(r) = N(e^r; 1, sigma) e^r, so
 about n_q + 1 for a noisy curve at its true parameters). It is the Gaussian-in-I likelihood,
 written in log I; no log-normal approximation is made.
 
+*Free scale* (``free_scale=True`` throughout, e.g. ``classify(..., free_scale=True)``): the model
+curve is multiplied by an unknown intensity scale s (volume fraction, contrast, calibration),
+i.e. log I_model + a with a = log s, and a is *profiled*: ``profile_offset`` gives the
+maximum-likelihood a in closed form for any residual, and ``deviance(..., free_scale=True)`` is
+the deviance there. The answer then does not depend on the curve's absolute scale: c * I gives
+the same fits, deviances and shape posteriors for any c > 0 (the starts are searched on curves
+with their mean log I removed). The marginal likelihoods integrate the profiled likelihood over
+the shape parameters (the scale is maximised, not integrated): the expected information on a is
+n_q (1 / sigma^2 + 2) whatever the shape and its parameters, so integrating a as well, under a
+log-uniform scale prior, would multiply every shape's evidence by the same factor (in Laplace's
+approximation), which cancels in p(shape | curve). A flat background is not fitted.
+
 * ``best_fit(shape, q, log_i)``: the maximum-likelihood parameters of one shape within its
   prior support (``SUPPORT``; the hard-sphere volume fraction runs over its six prior values),
   for one curve or a batch. ``scatterers.torch_intensity`` gives no gradients, so the fit is a
@@ -109,18 +121,58 @@ def to_params(names, u) -> dict:
     return {n: (np.exp(u[..., j]) if n in _LOG_COORD else u[..., j]) for j, n in enumerate(names)}
 
 
-def deviance(log_i_obs, log_i_model, noise: float = NOISE) -> np.ndarray:
-    """-2 log L of observed log I given model log I (last axis: q), without the constant
-    n_q log(2 pi noise^2); exact for I_obs = I_model * N(1, noise)."""
+def profile_offset(log_i_obs, log_i_model, noise: float = NOISE) -> np.ndarray:
+    """The maximum-likelihood log scale a = log s of the model for observed log I (last axis: q).
+
+    For I_obs = s I_model * N(1, noise), with residuals r = log I_obs - log I_model, the
+    deviance sum_q [(e^(r - a) - 1)^2 / noise^2 - 2 (r - a)] is smallest where t = e^-a solves
+    t^2 sum e^2r - t sum e^r - n_q noise^2 = 0; its positive root is unique, so
+
+        a = -log[(B + sqrt(B^2 + 4 A n_q noise^2)) / (2 A)],   A = sum e^2r, B = sum e^r,
+
+    computed with r shifted by its maximum (no overflow). Returns a (dimensionless, natural
+    log; the scale is e^a), NaN where a residual is not finite. Adding c to log I_obs adds c to a.
+    """
     r = np.asarray(log_i_obs, dtype=np.float64) - np.asarray(log_i_model, dtype=np.float64)
-    out = (np.expm1(r) ** 2 / noise ** 2 - 2.0 * r).sum(axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = r.max(axis=-1, keepdims=True)
+        e = np.exp(r - top)
+        a_sum, b_sum = (e * e).sum(-1), e.sum(-1)
+        t = (b_sum + np.sqrt(b_sum ** 2 + 4.0 * a_sum * r.shape[-1] * noise ** 2)) / (2.0 * a_sum)
+        out = top[..., 0] - np.log(t)
+    return np.where(np.isfinite(r).all(axis=-1), out, np.nan)
+
+
+def _profile_offset_t(r, noise):
+    import torch
+
+    top = r.amax(-1, keepdim=True)
+    e = torch.exp(r - top)
+    a_sum, b_sum = (e * e).sum(-1), e.sum(-1)
+    t = (b_sum + torch.sqrt(b_sum ** 2 + 4.0 * a_sum * r.shape[-1] * noise ** 2)) / (2.0 * a_sum)
+    return top[..., 0] - torch.log(t)
+
+
+def deviance(log_i_obs, log_i_model, noise: float = NOISE, free_scale: bool = False) -> np.ndarray:
+    """-2 log L of observed log I given model log I (last axis: q), without the constant
+    n_q log(2 pi noise^2); exact for I_obs = I_model * N(1, noise). With ``free_scale`` the model
+    is first multiplied by its maximum-likelihood scale (``profile_offset``): the profiled
+    deviance, the same for log I_obs + c for any c. inf where not finite."""
+    r = np.asarray(log_i_obs, dtype=np.float64) - np.asarray(log_i_model, dtype=np.float64)
+    if free_scale:
+        with np.errstate(invalid="ignore"):
+            r = r - profile_offset(log_i_obs, log_i_model, noise)[..., None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = (np.expm1(r) ** 2 / noise ** 2 - 2.0 * r).sum(axis=-1)
     return np.where(np.isfinite(out), out, np.inf)
 
 
-def _deviance_t(y, m, noise):
+def _deviance_t(y, m, noise, free_scale: bool = False):
     import torch
 
     r = y - m
+    if free_scale:
+        r = r - _profile_offset_t(r, noise)[..., None]
     out = (torch.expm1(r) ** 2 / noise ** 2 - 2.0 * r).sum(-1)
     return torch.where(torch.isfinite(out), out, torch.full_like(out, float("inf")))
 
@@ -222,19 +274,24 @@ def library(shape: str, q_nm, n: int | None = None, *, seed: int = 0, dtype=None
     return lib
 
 
-def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64):
+def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64, free_scale: bool = False):
     """Per curve and fixed option, up to n_starts library points with the smallest squared
-    log-residual that are at least min_sep apart (in coordinates scaled by the support width).
+    log-residual that are at least min_sep apart (in coordinates scaled by the support width);
+    with ``free_scale``, of the curves with their mean log I over q removed.
     Returns an int array (n_curves, n_fixed, n_starts) of library indices."""
     names = lib["names"]
     lo, hi = _bounds(names)
     us = (lib["u"] - lo) / (hi - lo)
+    if free_scale:
+        y = y - y.mean(axis=1, keepdims=True)
     y32 = y.astype(np.float32)
     n_cand = min(n_cand, lib["u"].shape[0])
     out = np.empty((y.shape[0], len(lib["fixed"]), n_starts), dtype=np.int64)
     for f, curves in enumerate(lib["log_i"]):
         finite = np.isfinite(curves).all(axis=1)
         c = np.where(finite[:, None], curves, 0.0).astype(np.float32)
+        if free_scale:
+            c = c - c.mean(axis=1, keepdims=True)
         score = (c * c).sum(1)[None, :] - 2.0 * (y32 @ c.T)
         score[:, ~finite] = np.inf
         cand = np.argpartition(score, n_cand - 1, axis=1)[:, :n_cand]
@@ -257,11 +314,14 @@ def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64):
 # ---------------------------------------------------------------------------------------------
 
 def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol: float,
-        group=None, prune_after: int | None = None):
+        group=None, prune_after: int | None = None, free_scale: bool = False):
     """Minimise the deviance for each row of u0 against its curve y (both (B, .) tensors).
 
     Rows that share a ``group`` (the same curve) compete: after ``prune_after`` iterations, a row
     whose deviance is above 2 x (its group's best) + 100 is stopped, as it cannot become the best.
+    With ``free_scale`` the profiled deviance is minimised: its gradient is the plain one at the
+    best scale (the scale's own derivative vanishes there), its Gauss-Newton matrix that of the
+    Jacobian with its mean over q removed (a shift of log I is absorbed by the scale).
     """
     import torch
 
@@ -270,7 +330,7 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
     h = torch.full((k,), 1e-3 if dtype == torch.float64 else 3e-3, dtype=torch.float64, device=device)
     u = u0.clone()
     m = _log_intensity(shape, q, names, u, fixed, dtype, device)
-    D = _deviance_t(y, m, noise)
+    D = _deviance_t(y, m, noise, free_scale)
     lam = torch.full((B,), 1e-2, dtype=torch.float64, device=device)
     J = torch.zeros(B, q.size, k, dtype=torch.float64, device=device)
     stale = torch.ones(B, dtype=torch.bool, device=device)
@@ -298,10 +358,14 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
             n_eval += idx.numel() * k
         rows = torch.nonzero(active).flatten()
         Jr, ur = J[rows], u[rows]
-        e = torch.exp(y[rows] - m[rows])
+        r = y[rows] - m[rows]
+        if free_scale:
+            r = r - _profile_offset_t(r, noise)[:, None]
+        e = torch.exp(r)
         dD_dm = -(2.0 * (e - 1.0) * e / noise ** 2 - 2.0)
         g = torch.einsum("bqk,bq->bk", Jr, dD_dm)
-        H = w * torch.einsum("bqk,bql->bkl", Jr, Jr)
+        Jh = Jr - Jr.mean(dim=1, keepdim=True) if free_scale else Jr
+        H = w * torch.einsum("bqk,bql->bkl", Jh, Jh)
         frozen = ((ur <= lo + 1e-12) & (g > 0)) | ((ur >= hi - 1e-12) & (g < 0))
         keep = (~frozen).to(torch.float64)
         Hd = torch.diagonal(H, dim1=1, dim2=2)
@@ -311,7 +375,7 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
         u_new = torch.clamp(ur + delta, lo, hi)
         m_new = _log_intensity(shape, q, names, u_new, {kk: v[rows] for kk, v in fixed.items()}, dtype, device)
         n_eval += rows.numel()
-        D_new = _deviance_t(y[rows], m_new, noise)
+        D_new = _deviance_t(y[rows], m_new, noise, free_scale)
         acc = D_new < D[rows]
         gain = D[rows] - torch.where(acc, D_new, D[rows])
         ra = rows[acc]
@@ -326,7 +390,7 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
 
 def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | None = None,
              library_size: int | None = None, max_iter: int = 40, prune_after: int | None = 6, seed: int = 0,
-             dtype=None, device="cpu", return_all: bool = False) -> dict:
+             dtype=None, device="cpu", return_all: bool = False, free_scale: bool = False) -> dict:
     """Maximum-likelihood parameters of ``shape`` for one curve (log_i (n_q,)) or a batch (n, n_q).
 
     Searches ``library(shape, q, library_size)`` for ``n_starts`` distinct starts per curve (and
@@ -335,6 +399,9 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
     Returns {"params": {name: values}, "deviance": values} (scalars for one curve), where
     deviance is -2 log L without its constant (see the module docstring); with return_all=True
     also "all_u", "all_deviance" ((n, n_fixed * n_starts[, k])), "fixed" and "n_eval".
+    With ``free_scale`` the model's intensity scale is fitted too (profiled, see the module
+    docstring) and "scale" holds it at the best fit: I_obs / I_model, dimensionless (1 on study
+    1's scale: cm^-1 at sasmodels scale 1, contrast 1e-6 A^-2), also with return_all=True.
     """
     import torch
 
@@ -349,7 +416,7 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
     names = fit_names(shape)
     lib = library(shape, q, library_size, seed=seed, dtype=dtype, device=device)
     n, n_fix, k = y.shape[0], len(lib["fixed"]), len(names)
-    idx = _starts(lib, y, int(n_starts))                        # (n, n_fix, n_starts)
+    idx = _starts(lib, y, int(n_starts), free_scale=free_scale)  # (n, n_fix, n_starts)
     u0 = lib["u"][idx].reshape(-1, k)
     curve_of = np.repeat(np.arange(n), n_fix * n_starts)
     fix_of = np.tile(np.repeat(np.arange(n_fix), n_starts), n)
@@ -358,7 +425,8 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
     yt = torch.as_tensor(y[curve_of], dtype=torch.float64, device=device)
     u, D, _, n_eval = _lm(shape, q, names, yt, torch.as_tensor(u0, dtype=torch.float64, device=device),
                           fixed, noise, dtype, device, max_iter, 1e-2,
-                          group=torch.as_tensor(curve_of, device=device), prune_after=prune_after)
+                          group=torch.as_tensor(curve_of, device=device), prune_after=prune_after,
+                          free_scale=free_scale)
     u_all = u.cpu().numpy().reshape(n, n_fix * n_starts, k)
     D_all = D.cpu().numpy().reshape(n, n_fix * n_starts)
     best = np.argmin(np.where(np.isfinite(D_all), D_all, np.inf), axis=1)
@@ -366,13 +434,17 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
     ub = torch.as_tensor(u_all[np.arange(n), best], dtype=torch.float64, device=device)
     fx_best = {kk: v[torch.as_tensor(rows, device=device)] for kk, v in fixed.items()}
     m64 = _log_intensity(shape, q, names, ub, fx_best, torch.float64, device)
-    D64 = _deviance_t(torch.as_tensor(y, dtype=torch.float64, device=device), m64, noise).cpu().numpy()
+    y64 = torch.as_tensor(y, dtype=torch.float64, device=device)
+    D64 = _deviance_t(y64, m64, noise, free_scale).cpu().numpy()
     params = to_params(names, u_all[np.arange(n), best])
     for kk, v in fx_best.items():
         params[kk] = v.cpu().numpy()
     out = {"params": params, "deviance": D64}
+    if free_scale:
+        out["scale"] = np.exp(_profile_offset_t(y64 - m64, noise).cpu().numpy())
     if single:
-        out = {"params": {kk: float(v[0]) for kk, v in params.items()}, "deviance": float(D64[0])}
+        out = {"params": {kk: float(v[0]) for kk, v in params.items()}, "deviance": float(D64[0]),
+               **({"scale": float(out["scale"][0])} if free_scale else {})}
     if return_all:
         out.update(all_u=u_all, all_deviance=D_all, fixed=[lib["fixed"][f] for f in range(n_fix)],
                    n_starts=int(n_starts), n_eval=int(n_eval))
@@ -393,6 +465,9 @@ def _merge_fits(old: dict, new: dict, rows: np.ndarray) -> dict:
     out["params"] = {k: v.copy() for k, v in old["params"].items()}
     for k, v in new["params"].items():
         out["params"][k][rows[better]] = v[better]
+    if "scale" in old:
+        out["scale"] = old["scale"].copy()
+        out["scale"][rows[better]] = new["scale"][better]
     n_fix = len(old["fixed"])
     k = old["all_u"].shape[-1]
     s_old, s_new = old["n_starts"], new["n_starts"]
@@ -411,7 +486,7 @@ def _merge_fits(old: dict, new: dict, rows: np.ndarray) -> dict:
 
 def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float = NOISE,
                     fit_kwargs: dict | None = None, keep_fits: bool = False,
-                    refine_window: float = 30.0, refine_starts: int = 8) -> dict:
+                    refine_window: float = 30.0, refine_starts: int = 8, free_scale: bool = False) -> dict:
     """Best-fit deviance of each shape for each curve, and the maximum-likelihood verdict.
 
     Every shape is fitted to every curve (``best_fit``); then, where two or more shapes come
@@ -423,8 +498,9 @@ def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float 
     Returns {"deviance": (n, n_shapes), "params": {shape: {name: (n,)}}, "ml_shape": (n,) index
     of the best-fitting shape, "margin": (n,) best wrong-shape deviance minus the true shape's
     (<= 0: ambiguous, the ML classifier errs), "rival": (n,) index of the best wrong shape,
-    "labels", "shapes"} (no margin, rival or labels without labels); with keep_fits=True also
-    "fits" ({shape: best_fit(..., return_all=True)}).
+    "labels", "shapes", "noise", "free_scale"} (no margin, rival or labels without labels); with
+    ``free_scale`` every fit has a free intensity scale (``best_fit``) and "scale" ({shape: (n,)})
+    holds it; with keep_fits=True also "fits" ({shape: best_fit(..., return_all=True)}).
     """
     q, y, _ = _check_curves(q_nm, log_i)
     shapes = tuple(sc._check_shape(s) for s in shapes)
@@ -433,7 +509,8 @@ def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float 
                                or labels.min() < 0 or labels.max() >= len(shapes)):
         raise ValueError(f"labels must be {y.shape[0]} integers in [0, {len(shapes)}) (indices into "
                          f"shapes); got shape {labels.shape}, dtype {labels.dtype}")
-    fits = {s: best_fit(s, q, y, noise=noise, return_all=True, **(fit_kwargs or {})) for s in shapes}
+    fits = {s: best_fit(s, q, y, noise=noise, return_all=True, free_scale=free_scale, **(fit_kwargs or {}))
+            for s in shapes}
     D = np.stack([fits[s]["deviance"] for s in shapes], axis=1)
     if refine_window and refine_window > 0 and len(shapes) > 1:
         near = D <= D.min(axis=1, keepdims=True) + refine_window
@@ -442,11 +519,13 @@ def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float 
             rows = np.flatnonzero(near[:, k])
             if rows.size and refine_starts > fits[s]["n_starts"]:
                 kw = dict(fit_kwargs or {}, n_starts=int(refine_starts))
-                again = best_fit(s, q, y[rows], noise=noise, return_all=True, **kw)
+                again = best_fit(s, q, y[rows], noise=noise, return_all=True, free_scale=free_scale, **kw)
                 fits[s] = _merge_fits(fits[s], again, rows)
         D = np.stack([fits[s]["deviance"] for s in shapes], axis=1)
     out = {"deviance": D, "params": {s: fits[s]["params"] for s in shapes}, "ml_shape": np.argmin(D, 1), "noise": noise,
-           "shapes": shapes}
+           "shapes": shapes, "free_scale": bool(free_scale)}
+    if free_scale:
+        out["scale"] = {s: fits[s]["scale"] for s in shapes}
     if labels is not None:
         n = y.shape[0]
         wrong = D.copy()
@@ -496,7 +575,7 @@ def summarize(table: dict, thresholds=(2.0, 6.0)) -> dict:
 
 def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_samples: int = 400,
                  n_rounds: int = 3, seed: int = 0, dtype=None, device="cpu", window: float = 30.0,
-                 df: float = 4.0, inflate: float = 1.5, defensive: float = 0.1) -> dict:
+                 df: float = 4.0, inflate: float = 1.5, defensive: float = 0.1, free_scale: bool = False) -> dict:
     """log p(curve | shape): the likelihood integrated over the prior, per curve.
 
     ``fit`` is ``best_fit(shape, q, log_i, return_all=True)``. Adaptive importance sampling
@@ -508,7 +587,9 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
     The hard-sphere volume fraction is summed over its values (uniform prior).
     Returns {"log_z": (n,), "ess": (n,) effective sample size of the last round (smallest over
     the volume fractions that matter), "log_occam": log_z + best deviance / 2 (<= 0 up to
-    sampling error)}. The likelihood is evaluated in ``dtype`` (float32 by default).
+    sampling error)}. The likelihood is evaluated in ``dtype`` (float32 by default). With
+    ``free_scale`` (``fit`` made with it too) the profiled likelihood of a free intensity scale is
+    integrated (module docstring).
     """
     import torch
     from scipy.special import logsumexp
@@ -539,7 +620,7 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
               for kk, v in fit["fixed"][f].items()}
         m = _log_intensity(shape, q, names, Ut, fx, dtype, device)
         yt = torch.as_tensor(y[i], dtype=torch.float64, device=device)[None]
-        return -0.5 * (_deviance_t(yt, m, noise).cpu().numpy() - D_best[i])
+        return -0.5 * (_deviance_t(yt, m, noise, free_scale).cpu().numpy() - D_best[i])
 
     for i in range(n):
         per_fix, ess_i = [], []
@@ -552,7 +633,7 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
                 c = u_all[i, f, j]
                 if any(np.abs(c - m0).max() <= 1e-3 for m0, _ in comps):
                     continue
-                cov = _fisher_cov(shape, q, names, c, fit["fixed"][f], noise, dtype, device)
+                cov = _fisher_cov(shape, q, names, c, fit["fixed"][f], noise, dtype, device, free_scale)
                 phys = to_params(names, c)
                 sd_u = np.array([sd_prior[t] / phys[nm] if nm in _LOG_COORD else sd_prior[t]
                                  for t, nm in enumerate(names)])
@@ -641,9 +722,10 @@ def _refit_mixture(comps, mix, U, lw, df, scale_t, inflate):
     return new, mass / mass.sum()
 
 
-def _fisher_cov(shape, q, names, u, fixed, noise, dtype, device):
+def _fisher_cov(shape, q, names, u, fixed, noise, dtype, device, free_scale: bool = False):
     """Inverse Fisher matrix of the log-likelihood at u (fit coordinates), by central
-    differences (one-sided at a bound of the support)."""
+    differences (one-sided at a bound of the support); with ``free_scale``, of the profiled one
+    (the Jacobian's mean over q removed)."""
     import torch
 
     k = len(names)
@@ -659,6 +741,8 @@ def _fisher_cov(shape, q, names, u, fixed, noise, dtype, device):
     j = np.arange(k)
     du = U[2 * j, j] - U[2 * j + 1, j]
     J = np.nan_to_num((m[0::2] - m[1::2]).T / du)            # (n_q, k)
+    if free_scale:
+        J = J - J.mean(axis=0, keepdims=True)
     fisher = (1.0 / noise ** 2 + 2.0) * J.T @ J              # per point: 1/sigma^2 + 2 in log I
     return np.linalg.inv(fisher + 1e-9 * np.eye(k))
 
@@ -701,7 +785,8 @@ def posteriors(q_nm, log_i, table: dict, *, window: float = 60.0, evidence_kwarg
             continue
         fit = dict(table["fits"][shape])
         fit["all_u"], fit["all_deviance"] = fit["all_u"][rows], fit["all_deviance"][rows]
-        ev = log_evidence(shape, q_nm, y[rows], fit, noise=table.get("noise", NOISE), **(evidence_kwargs or {}))
+        ev = log_evidence(shape, q_nm, y[rows], fit, noise=table.get("noise", NOISE),
+                          free_scale=table.get("free_scale", False), **(evidence_kwargs or {}))
         log_z[rows, k], ess[rows, k] = ev["log_z"], ev["ess"]
     post = shape_posteriors(np.where(np.isnan(log_z), -0.5 * D, log_z))
     alone = ~near.any(axis=1)
@@ -723,7 +808,8 @@ EFFORT = {
 }
 
 
-def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: float = NOISE) -> dict:
+def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: float = NOISE,
+             free_scale: bool = False) -> dict:
     """The Bayes classifier for curves of unknown shape: p(shape | curve) under study 1's priors
     and noise model, from best fits and (where shapes compete) marginal likelihoods.
 
@@ -733,17 +819,24 @@ def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: floa
     Returns {"posterior": (n, n_shapes), "bayes_shape": (n,), "deviance": (n, n_shapes),
     "params": {shape: {name: (n,)}} (best fits), "shapes"}; a single curve gives n = 1.
     The answer is only as good as the model: it assumes the noise is I * N(1, noise) and the
-    curve is one of the three shapes with no background.
+    curve is one of the three shapes with no background, on study 1's absolute scale (cm^-1,
+    sasmodels scale 1, contrast 1e-6 A^-2), or, with ``free_scale``, on any scale: the scale is
+    then fitted with the shape parameters (module docstring), the answer is the same for c * I
+    as for I, and "scale" ({shape: (n,)}, I_obs / I_model at each shape's best fit,
+    dimensionless) is returned too.
     """
     _, y, _ = _check_curves(q_nm, log_i)
-    res = _assess(q_nm, y, None, effort, shapes=shapes, noise=checks.number("noise", noise, 0.0, 1.0, lo_open=True, hi_open=True))
-    return {k: res[k] for k in ("posterior", "bayes_shape", "deviance", "params", "shapes")}
+    res = _assess(q_nm, y, None, effort, shapes=shapes, free_scale=bool(free_scale),
+                  noise=checks.number("noise", noise, 0.0, 1.0, lo_open=True, hi_open=True))
+    keys = ("posterior", "bayes_shape", "deviance", "params", "shapes") + (("scale",) if free_scale else ())
+    return {k: res[k] for k in keys}
 
 
-def second_opinion(q_nm, log_i, shapes=sc.SHAPES, effort: str = "fast") -> np.ndarray:
+def second_opinion(q_nm, log_i, shapes=sc.SHAPES, effort: str = "fast", free_scale: bool = False) -> np.ndarray:
     """``classify``'s posterior (n, n_shapes) in the form ``learn.inn.ShapeInverter`` takes as its
-    ``second_opinion``: ``ShapeInverter(..., second_opinion=bayes_shapes.second_opinion)``."""
-    return classify(q_nm, log_i, shapes=shapes, effort=effort)["posterior"]
+    ``second_opinion``: ``ShapeInverter(..., second_opinion=bayes_shapes.second_opinion)``. A
+    scale-free inverter asks it with ``free_scale=True``: the intensity scale is fitted too."""
+    return classify(q_nm, log_i, shapes=shapes, effort=effort, free_scale=free_scale)["posterior"]
 
 
 def _assess(q_nm, y, labels, effort: str, *, evidence: bool = True, **table_kwargs) -> dict:

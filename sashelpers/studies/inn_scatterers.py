@@ -12,7 +12,8 @@ This module holds everything specific to the study:
 * ``CONVENTIONS`` and ``model_info``: what a trained model's card records about its curves
   (priors, noise model, intensity scale, contrast); ``default_model_path`` and
   ``load_inverter``: notebook 01's saved model, with a clear error when there is none;
-* ``predict_file``, ``verdict_figure`` and ``predict_main``: the verdict on one's own curve file,
+* ``predict_file``, ``verdict_figure`` (with ``posterior_curves`` and, for a scale-free model,
+  ``scale_at_median``) and ``predict_main``: the verdict on one's own curve file,
   the path of ``python -m sashelpers.studies.bayes_shapes predict FILE`` (the command lives in
   ``bayes_shapes``, the study-1 module that may import both this one and the likelihood second
   opinion).
@@ -331,18 +332,19 @@ def load_inverter(path=None, *, second_opinion=None, profile: str | None = None)
     return ShapeInverter.load(base, second_opinion=second_opinion, **model_info())
 
 
-def posterior_curves(verdict, q_nm, n_draws: int = 40, seed: int = 0) -> dict:
+def posterior_curves(verdict, q_nm, n_draws: int = 40, seed: int = 0, scale: float = 1.0) -> dict:
     """Model curves (cm^-1) of an in-domain verdict, on q_nm (nm^-1): {"median": I at the
     posterior medians (sasmodels), "lo", "hi": the pointwise 5 and 95 % of I over ``n_draws``
     posterior draws (the batched torch kernel)}. The settings are ``CURVE_SETTINGS`` without the
-    noise, as the training curves were made."""
+    noise, as the training curves were made, and every curve is multiplied by ``scale``
+    (dimensionless; e.g. ``scale_at_median`` for a scale-free model's verdict)."""
     import torch
 
     if not verdict.in_domain:
         raise ValueError("an out-of-domain verdict has no parameters to draw curves from")
     settings = {k: v for k, v in CURVE_SETTINGS.items() if k != "noise"}
     median = {p: np.array([d["median"]]) for p, d in verdict.parameters.items()}
-    out = {"median": sasmodels_curves(verdict.shape, q_nm, median, settings)[0]}
+    out = {"median": scale * sasmodels_curves(verdict.shape, q_nm, median, settings)[0]}
     rng = np.random.default_rng(seed)
     n = len(next(iter(verdict.samples.values())))
     idx = rng.choice(n, size=min(int(n_draws), n), replace=False)
@@ -351,8 +353,19 @@ def posterior_curves(verdict, q_nm, n_draws: int = 40, seed: int = 0) -> dict:
                              pd_n=int(settings["pd_n"]), nsigma=float(settings["pd_nsigma"]),
                              sld=settings["sld"], sld_solvent=settings["sld_solvent"],
                              scale=settings["scale"], background=settings["background"]).numpy()
-    out["lo"], out["hi"] = np.percentile(curves, [5, 95], axis=0)
+    out["lo"], out["hi"] = scale * np.percentile(curves, [5, 95], axis=0)
     return out
+
+
+def scale_at_median(verdict, model, q_nm, intensity) -> float:
+    """The factor between a measured curve and the model curve at the verdict's posterior
+    medians, as the ratio of their geometric means over the model's q grid: exp(mean over the
+    grid of log I_curve - log I_model). Dimensionless: 1 for a curve on study 1's scale (cm^-1,
+    sasmodels scale 1, contrast 1e-6 A^-2). Needs an in-domain verdict; ``Verdict.scale`` of a
+    scale-free model is the network side's cheaper estimate (nearest training curves)."""
+    log_i = model.prepare_curve(q_nm, intensity)
+    median = posterior_curves(verdict, model.q_nm, n_draws=1)["median"]
+    return float(np.exp(np.mean(log_i - np.log(median))))
 
 
 def verdict_figure(verdict, q_nm, intensity, model, *, title: str = "", path=None):
@@ -385,13 +398,19 @@ def verdict_figure(verdict, q_nm, intensity, model, *, title: str = "", path=Non
     fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
     plotting.curve_axes(ax)
     q_m = model.q_nm
-    band = np.exp(model.features.mean[None, :] + np.array([[-2.0], [2.0]]) * model.features.std[None, :])
-    ax.fill_between(q_m, band[0], band[1], color="0.85", label="training curves (mean ± 2 sd of log I)")
+    scale_free = getattr(model, "scale_free", False)
+    # a scale-free model's training statistics are of log I minus its mean over q: shown at the curve's level
+    level = float(np.mean(model.prepare_curve(q_nm, intensity))) if scale_free else 0.0
+    band = np.exp(level + model.features.mean[None, :] + np.array([[-2.0], [2.0]]) * model.features.std[None, :])
+    ax.fill_between(q_m, band[0], band[1], color="0.85", label="training curves (mean ± 2 sd of log I)"
+                    + (", at the curve's geometric mean" if scale_free else ""))
     ax.plot(q_nm, intensity, ".", ms=3, color="k", label="data")
     if verdict.in_domain:
-        curves = posterior_curves(verdict, q_m)
+        scale = scale_at_median(verdict, model, q_nm, intensity) if scale_free else 1.0
+        curves = posterior_curves(verdict, q_m, scale=scale)
         ax.fill_between(q_m, curves["lo"], curves["hi"], color="C1", alpha=0.3, label="posterior draws, 5–95 %")
-        ax.plot(q_m, curves["median"], color="C1", lw=1.5, label=f"{verdict.shape}, posterior medians")
+        ax.plot(q_m, curves["median"], color="C1", lw=1.5, label=f"{verdict.shape}, posterior medians"
+                + (f" × {scale:.3g}" if scale_free else ""))
         text = "\n".join(f"{p} = {d['median']:.3g} [{d['lo']:.3g}, {d['hi']:.3g}] {d['unit']}".rstrip()
                          for p, d in verdict.parameters.items())
         head = (f"in domain: {verdict.shape}, p = {verdict.shape_probabilities[verdict.shape]:.2f} "
@@ -424,16 +443,16 @@ def predict_file(path, model, *, q_unit: str | None = None, **predict_kwargs):
         Passed to ``model.predict`` (n_samples, seed, refine_below, level, effort), whose
         defaults apply otherwise (refine_below: ``learn.inn.REFINE_BELOW``).
 
-    Notes are added to the verdict when the file declares no absolute intensity unit (the model
-    reads I as cm^-1 on study 1's scale) or when the curve reaches beyond the model's q range (the
-    rest is not used).
+    Notes are added to the verdict when the file declares no absolute intensity unit and the model
+    is not scale-free (it reads I as cm^-1 on study 1's scale) or when the curve reaches beyond
+    the model's q range (the rest is not used).
     """
     from ..measured.io import load_curve
 
     curve = load_curve(path, q_unit=q_unit)
     verdict = model.predict(curve.q_nm, curve.intensity, **predict_kwargs)
     unit = str(curve.intensity_unit).replace(" ", "").lower()
-    if unit not in ("cm^-1", "1/cm", "cm^{-1}", "cm-1"):
+    if unit not in ("cm^-1", "1/cm", "cm^{-1}", "cm-1") and not getattr(model, "scale_free", False):
         verdict.notes.append(f"the file declares I in {curve.intensity_unit!r}, not cm^-1: the model read it as "
                              "absolute intensity on study 1's scale (contrast 1e-6 A^-2, scale 1)")
     lo, hi = model.q_nm[0], model.q_nm[-1]
