@@ -223,7 +223,7 @@ def test_a_missing_model_is_a_value_error_naming_the_path(saved, tmp_path):
         inn.ShapeInverter.load(tmp_path / "half.pt")
     with pytest.raises(ValueError, match=r"no trained study-1 model at .*nothing\.pt(.|\n)*papermill"):
         s1.load_inverter(tmp_path / "nothing.pt")
-    assert s1.default_model_path("quick").name == "study1_quick.pt"
+    assert s1.default_model_path("quick").name == "study1_quick_scalefree.pt"
 
 
 # --- the predict command -----------------------------------------------------------------------

@@ -293,16 +293,18 @@ def model_info() -> dict:
 
 
 def default_model_path(profile: str | None = None):
-    """Where notebook 01 saves its model: ``<repo>/data/models/study1_<profile>.pt`` (profile:
-    the argument, else ``SASHELPERS_PROFILE``, else 'standard')."""
-    return datasets.repo_root() / "data" / "models" / f"study1_{profiles.current_profile(profile)}.pt"
+    """Where notebook 01 saves its scale-free model, the one for measured curves of unknown
+    absolute scale: ``<repo>/data/models/study1_<profile>_scalefree.pt`` (profile: the argument,
+    else ``SASHELPERS_PROFILE``, else 'standard'). The paper's reproduction, which reads the
+    absolute scale, is ``study1_<profile>.pt`` next to it."""
+    return datasets.repo_root() / "data" / "models" / f"study1_{profiles.current_profile(profile)}_scalefree.pt"
 
 
 def how_to_train(profile: str | None = None) -> str:
     """The command that trains and saves the study-1 model of ``profile`` (notebook 01)."""
     name = profiles.current_profile(profile)
     return (f"SASHELPERS_PROFILE={name} .venv/bin/papermill {NOTEBOOK} /tmp/01_{name}.ipynb -p PROFILE {name} "
-            f"--cwd notebooks   (run in the repository root; the notebook saves data/models/study1_{name}.pt; "
+            f"--cwd notebooks   (run in the repository root; the notebook saves data/models/study1_{name}_scalefree.pt; "
             "quick: about a minute on 2 CPU cores, standard: a few minutes once the curves are cached)")
 
 
