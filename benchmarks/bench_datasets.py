@@ -14,7 +14,7 @@ two executors (they must be equal). The array backend is whatever the generators
 (numpy here; cupy on a GPU machine). ``main`` also runs one curve in a fresh Dask worker and
 reports that worker's peak memory (resource.getrusage, and tracemalloc for the arrays).
 
-    python benchmarks/bench_datasets.py                       # 64^3 and 128^3, ~2 min; 512^3 memory probe
+    python benchmarks/bench_datasets.py                       # 64^3, 128^3, 256^3, ~4 min; 512^3 memory probe
     python benchmarks/bench_datasets.py --quick               # smoke run, ~30 s
     python benchmarks/bench_datasets.py --memory-size 256     # a smaller probe
 """
@@ -41,7 +41,7 @@ from sashelpers.studies import grf_porous  # noqa: E402
 DATASET = "three-phase high"
 WORKERS = 2
 #: grid -> (chunks, curves per chunk)
-WORK = {64: (16, 8), 128: (16, 4)}
+WORK = {64: (16, 8), 128: (16, 4), 256: (4, 2)}
 QUICK_WORK = {64: (4, 2)}
 
 
