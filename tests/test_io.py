@@ -199,7 +199,7 @@ def _lines(text):
     (lambda rows: rows[:5] + ["0.06 inf 0.00167\n"] + rows[6:], r"line 7, column 2: non-finite"),
     (lambda rows: rows[:5] + ["0.06 N/A 0.00167\n"] + rows[6:], r"line 7: 'N/A' is not a number"),
     (lambda rows: rows[:5] + ["0.045 0.1667 0.00167\n"] + rows[6:],
-     r"line 7: q must increase strictly, but q=0.045 is below q=0.05 of line 6"),
+     r"line 7: q must increase strictly, but q=0.045 at line 7 is below q=0.05 at line 6"),
     (lambda rows: rows[:5] + ["0.05 0.1667 0.00167\n"] + rows[6:], r"line 7: q must increase strictly.*repeats"),
     (lambda rows: rows[::-1], r"line 3: q must increase strictly"),
     (lambda rows: rows[:5] + ["0.06 0.1667 -0.00167\n"] + rows[6:], r"line 7: the uncertainty dI .* negative"),

@@ -101,3 +101,24 @@ def test_headlines_are_checked_and_rendered(results_tmp):
     assert "| sphere MAE | ≤ 0.2 nm | 0.395 nm (Fig. 3) | 0.25 nm ✗ |" in table
     assert "| case study | 3.9 – 4.1 | 4.004 ± 0.025 | 4.05 ± 0.1 ✓ |" in table
     assert "Goals missed in this run: sphere MAE." in table
+
+
+def test_experiment_cli_runs_and_records(tmp_path, monkeypatch, capsys):
+    from sashelpers.core import report
+
+    monkeypatch.setattr(report, "experiment_path", lambda study, name, profile: tmp_path / f"{study[:2]}_{name}@{profile}.json")
+    calls = []
+
+    def run(what, profile, spans):
+        calls.append((what, profile, spans))
+        return {"r2": 0.5}
+
+    argv = ["curve", "--profile", "quick", "--spans", "2,4"]
+    assert report.experiment_cli("05_x", "pkg.mod", ("curve", "large"), run, argv,
+                                 options=(("--spans", {"default": "2,3,4"}),)) == 0
+    assert calls == [("curve", "quick", "2,4")]
+    rec = json.loads((tmp_path / "05_curve@quick.json").read_text())
+    assert rec["command"] == "python -m pkg.mod curve --profile quick --spans 2,4" and rec["results"] == {"r2": 0.5}
+    assert str(tmp_path / "05_curve@quick.json") in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report.experiment_cli("05_x", "pkg.mod", ("curve",), run, ["nope"])

@@ -324,6 +324,46 @@ def write_experiment(study: str, name: str, profile: str, record: dict, out: Pat
     return path
 
 
+def experiment_cli(study: str, module: str, names, run, argv=None, *, doc: str = "", options=()) -> int:
+    """The command line of a study's archived experiments, ``python -m <module> NAME [--profile P]
+    [options]``: ``run(name, profile, **options)``, then its record written with
+    ``write_experiment`` (the command and the results); prints the record's path.
+
+    Parameters
+    ----------
+    study : str
+        The study's notebook stem (``STUDY``).
+    module : str
+        The module run with ``python -m`` (for the record's command line).
+    names : sequence of str
+        The experiments ``run`` knows.
+    run : callable
+        ``run(name, profile, **options) -> dict`` of results.
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+    doc : str
+        The command's description.
+    options : sequence of (flag, dict)
+        Extra ``argparse`` options, passed to ``run`` by their destination names.
+
+    Returns
+    -------
+    int
+        0, the exit status.
+    """
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("what", choices=tuple(names))
+    ap.add_argument("--profile", default="standard")
+    for flag, kwargs in options:
+        ap.add_argument(flag, **kwargs)
+    args = vars(ap.parse_args(argv))
+    what, profile = args.pop("what"), args.pop("profile")
+    command = f"python -m {module} " + " ".join(argv if argv is not None else [])
+    path = write_experiment(study, what, profile, {"command": command.strip(), "results": run(what, profile, **args)})
+    print(path)
+    return 0
+
+
 def archive_dir() -> Path:
     """``book/records``: records of runs at profiles CI does not repeat, kept in git."""
     return repo_root() / "book" / "records"

@@ -119,6 +119,20 @@ def q_unit_factor(unit: str) -> float:
     return _Q_UNITS[key]
 
 
+def _q_problem(q: np.ndarray, where) -> tuple[int, str] | None:
+    """The first point where q (1D, finite) is not positive or does not increase strictly, as
+    (index, message), with ``where(i)`` naming a point in the message; None when q is fine."""
+    if np.any(q <= 0):
+        i = int(np.flatnonzero(q <= 0)[0])
+        return i, f"q must be positive, got q={q[i]:g} at {where(i)}"
+    steps = np.diff(q)
+    if np.any(steps <= 0):
+        i = int(np.flatnonzero(steps <= 0)[0]) + 1
+        what = "repeats" if steps[i - 1] == 0 else "is below"
+        return i, f"q must increase strictly, but q={q[i]:g} at {where(i)} {what} q={q[i - 1]:g} at {where(i - 1)}"
+    return None
+
+
 def validate_curve(q, intensity, sigma=None, *, name: str = "curve", positive_intensity: bool = False) -> None:
     """Check a curve's arrays; raise ValueError naming ``name`` and the first problem.
 
@@ -159,14 +173,9 @@ def validate_curve(q, intensity, sigma=None, *, name: str = "curve", positive_in
         if np.any(sigma < 0):
             i = int(np.flatnonzero(sigma < 0)[0])
             raise ValueError(f"{name}: sigma must not be negative, got sigma={sigma[i]:g} at point {i}")
-    if np.any(q <= 0):
-        i = int(np.flatnonzero(q <= 0)[0])
-        raise ValueError(f"{name}: q must be positive, got q={q[i]:g} at point {i}")
-    steps = np.diff(q)
-    if np.any(steps <= 0):
-        i = int(np.flatnonzero(steps <= 0)[0])
-        what = "repeats" if steps[i] == 0 else "is below"
-        raise ValueError(f"{name}: q must increase strictly, but q[{i + 1}]={q[i + 1]:g} {what} q[{i}]={q[i]:g}")
+    problem = _q_problem(q, lambda i: f"q[{i}]")
+    if problem:
+        raise ValueError(f"{name}: {problem[1]}")
     if positive_intensity and np.any(intensity <= 0):
         i = int(np.flatnonzero(intensity <= 0)[0])
         raise ValueError(f"{name}: I must be positive, got I={intensity[i]:g} at point {i}")
@@ -307,16 +316,9 @@ def find_data_block(text: str, *, name: str = "text", max_columns: int = 4) -> T
         r, c = bad[0]
         raise ValueError(f"{name}: line {line_numbers[r]}, column {c + 1}: non-finite value "
                          f"{block[r].tokens[c]!r} (NaN/inf)")
-    q = table[:, 0]
-    if np.any(q <= 0):
-        r = int(np.flatnonzero(q <= 0)[0])
-        raise ValueError(f"{name}: line {line_numbers[r]}: q must be positive, got q={q[r]:g}")
-    steps = np.diff(q)
-    if np.any(steps <= 0):
-        r = int(np.flatnonzero(steps <= 0)[0])
-        what = "repeats" if steps[r] == 0 else "is below"
-        raise ValueError(f"{name}: line {line_numbers[r + 1]}: q must increase strictly, but q={q[r + 1]:g} "
-                         f"{what} q={q[r]:g} of line {line_numbers[r]}")
+    problem = _q_problem(table[:, 0], lambda r: f"line {line_numbers[r]}")
+    if problem:
+        raise ValueError(f"{name}: line {line_numbers[problem[0]]}: {problem[1]}")
     if ncol >= 3 and np.any(table[:, 2] < 0):
         r = int(np.flatnonzero(table[:, 2] < 0)[0])
         raise ValueError(f"{name}: line {line_numbers[r]}: the uncertainty dI (column 3) is negative, "

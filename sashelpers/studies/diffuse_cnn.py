@@ -610,23 +610,15 @@ def load_experiment(name: str, profile: str = "standard") -> dict | None:
 
 
 def main(argv=None) -> int:
-    """``python -m sashelpers.studies.diffuse_cnn learning_curve|large|routes [--profile P]``:
+    """``python -m sashelpers.studies.diffuse_cnn learning_curve|large|routes [--profile P] [--spans 2,3,4]``:
     run an archived experiment and write it to book/records/experiments/05_<name>@<profile>.json."""
-    import argparse
-
     from ..core import report
 
-    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    ap.add_argument("what", choices=EXPERIMENTS)
-    ap.add_argument("--profile", default="standard")
-    ap.add_argument("--spans", default="2,3,4")
-    args = ap.parse_args(argv)
-    spans = tuple(int(s) for s in args.spans.split(","))
-    res = experiment(args.what, args.profile, spans=spans)
-    path = report.write_experiment(STUDY, args.what, args.profile, {
-        "command": "python -m sashelpers.studies.diffuse_cnn " + " ".join(argv or []), "results": res})
-    print(path)
-    return 0
+    def run(what, profile, spans):
+        return experiment(what, profile, spans=tuple(int(s) for s in spans.split(",")))
+
+    return report.experiment_cli(STUDY, "sashelpers.studies.diffuse_cnn", EXPERIMENTS, run, argv,
+                                 doc=main.__doc__.splitlines()[0], options=(("--spans", {"default": "2,3,4"}),))
 
 
 if __name__ == "__main__":

@@ -1809,17 +1809,8 @@ def experiment(name: str, profile: str = "standard", *, progress: bool = False) 
 def main(argv=None) -> int:
     """``python -m sashelpers.studies.gisaxs_dae plain|noise_cnn [--profile P]``: run an archived
     experiment and write it to book/records/experiments/04_<name>@<profile>.json."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    ap.add_argument("what", choices=EXPERIMENTS)
-    ap.add_argument("--profile", default="standard")
-    args = ap.parse_args(argv)
-    res = experiment(args.what, args.profile)
-    path = report.write_experiment(STUDY, args.what, args.profile, {
-        "command": "python -m sashelpers.studies.gisaxs_dae " + " ".join(argv or []), "results": res})
-    print(path)
-    return 0
+    return report.experiment_cli(STUDY, "sashelpers.studies.gisaxs_dae", EXPERIMENTS, experiment, argv,
+                                 doc=main.__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
