@@ -142,9 +142,9 @@ def save_npz_atomic(path: Path, arrays: dict) -> None:
         raise
 
 
-def resolve_executor(executor: str | None = None, client=None) -> str:
-    """The executor ``generate`` uses: ``executor``, else "dask" when a ``client`` is given,
-    else ``SASHELPERS_EXECUTOR``, else "local".
+def resolve_executor(executor: str | None = None, client=None, *, default: str | None = None) -> str:
+    """The executor to use: ``executor``, else "dask" when a ``client`` is given, else
+    ``default`` when given (e.g. a profile's choice), else ``SASHELPERS_EXECUTOR``, else "local".
 
     Raises
     ------
@@ -155,7 +155,10 @@ def resolve_executor(executor: str | None = None, client=None) -> str:
     if executor is None:
         if client is not None:
             return "dask"
-        executor, source = os.environ.get(EXECUTOR_ENV) or "local", EXECUTOR_ENV
+        if default is not None:
+            executor = default
+        else:
+            executor, source = os.environ.get(EXECUTOR_ENV) or "local", EXECUTOR_ENV
     name = str(executor).strip().lower()
     if name not in EXECUTORS:
         raise ValueError(f"{source}={executor!r}; allowed: {', '.join(EXECUTORS)}")

@@ -290,26 +290,11 @@ def splits(data: dict, name: str, fractions) -> dict:
     return {k: (X[s], Y[s]) for k, s in regress.split_indices(len(X), fractions).items()}
 
 
-TRAIN_EXECUTORS = ("local", "dask")
-
-
 def train_executor(sizes: dict, executor: str | None = None, client=None) -> str:
     """Where the boosters train: ``executor`` if given, else "dask" when a ``client`` is given,
-    else the profile's ``sizes["xgb_executor"]`` (default "local").
-
-    Raises
-    ------
-    ValueError
-        For an executor not in ``TRAIN_EXECUTORS``, or a ``client`` with ``executor="local"``.
-    """
-    if executor is None:
-        executor = "dask" if client is not None else sizes.get("xgb_executor", "local")
-    name = str(executor).strip().lower()
-    if name not in TRAIN_EXECUTORS:
-        raise ValueError(f"executor={executor!r}; allowed: {', '.join(TRAIN_EXECUTORS)}")
-    if name == "local" and client is not None:
-        raise ValueError("client= is a dask.distributed client: it needs executor='dask' (or None)")
-    return name
+    else the profile's ``sizes["xgb_executor"]`` (default "local"); checked as
+    ``datasets.resolve_executor`` checks the executor of dataset generation."""
+    return datasets.resolve_executor(executor, client, default=sizes.get("xgb_executor", "local"))
 
 
 @contextlib.contextmanager
