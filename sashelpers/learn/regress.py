@@ -553,3 +553,54 @@ def power_law(sizes, errors) -> tuple[float, float]:
         raise ValueError("sizes and errors must be positive arrays of equal length >= 2")
     b, logc = np.polyfit(np.log(n), np.log(e), 1)
     return float(math.exp(logc)), float(b)
+
+
+def cramer_rao(derivative_samples, samples, extra_var=None) -> np.ndarray:
+    """The Cramér-Rao bound: the smallest covariance any unbiased estimator of p parameters can
+    reach from one observation, estimated from simulations.
+
+    Parameters
+    ----------
+    derivative_samples : array_like, shape (p, R, d)
+        Per replicate, the finite-difference derivative of the d observed numbers with respect
+        to each parameter (e.g. (f(theta + delta) - f(theta - delta)) / (2 delta) with the same
+        random numbers on both sides); their mean over R estimates the Jacobian J (p, d).
+    samples : array_like, shape (R, d)
+        Replicate observations at theta; their covariance S estimates the observation's.
+    extra_var : array_like, shape (d,), optional
+        Independent variance added to the diagonal of S (e.g. measurement noise known in closed form).
+
+    Returns
+    -------
+    ndarray, shape (p, p)
+        F^-1 with F = J^T Sigma^-1 J, Sigma = S + diag(extra_var), in the parameters' units squared.
+        Two finite-sample biases are removed: Sigma^-1 is scaled by (R - d - 2) / (R - 1) (the
+        unbiased precision estimate for Gaussian samples, exact without ``extra_var``), and the
+        noise of the estimated J (which inflates F) is subtracted, tr(Sigma^-1 C_jk) / R with C_jk
+        the covariance of the derivative samples. The bound assumes a Gaussian observation.
+    """
+    D = np.asarray(derivative_samples, dtype=float)
+    X = np.asarray(samples, dtype=float)
+    if D.ndim != 3 or X.ndim != 2 or D.shape[2] != X.shape[1]:
+        raise ValueError(f"derivative_samples {D.shape} must be (p, R, d) and samples {X.shape} (R, d) with the same d")
+    R, d = X.shape
+    if R < d + 4 or D.shape[1] < 2:
+        raise ValueError(f"{R} replicates for {d} observed numbers: need at least d + 4 (bin the observation)")
+    if not (np.all(np.isfinite(D)) and np.all(np.isfinite(X))):
+        raise ValueError("derivative_samples and samples must be finite")
+    cov = np.cov(X, rowvar=False)
+    if extra_var is not None:
+        extra = np.asarray(extra_var, dtype=float)
+        if extra.shape != (d,) or np.any(extra < 0):
+            raise ValueError(f"extra_var must be (d,) = ({d},) and non-negative")
+        cov = cov + np.diag(extra)
+    prec = np.linalg.inv(cov) * (R - d - 2) / (R - 1)
+    J = D.mean(axis=1)
+    dev = D - J[:, None, :]
+    Rd = D.shape[1]
+    fisher = J @ prec @ J.T
+    for j in range(len(D)):
+        for k in range(len(D)):
+            c_jk = dev[j].T @ dev[k] / (Rd - 1)
+            fisher[j, k] -= np.trace(prec @ c_jk) / Rd
+    return np.linalg.inv(fisher)

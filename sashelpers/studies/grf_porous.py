@@ -35,6 +35,10 @@ STUDY = "02_grf_porous_xgboost"
 #: standard -- test MAPE per parameter below bar_mape (%), case-study means within bar_case_bias
 #: of the truth, 5-95 % interval coverage within bar_coverage. "xgb_executor": where the boosters
 #: train, "local" (this process) or "dask" (``xgboost.dask`` on a cluster, see ``training_client``).
+#: "budget": the error budget's sizes (``budget_experiment``; the same at standard and paper, since
+#: it runs on a laptop): the grids N of 0.5 nm voxels, the split of each grid's curves, the
+#: oracle's replicates and q bins, the window all grids share, the learning curve's grid and sizes,
+#: and the XGBoost variants tried (changes to the profile's settings).
 SIZES = {
     "quick": {
         "n": 64, "voxel_nm": 0.5, "q_min_nm": 0.3, "q_max_nm": 3.0, "n_q": 100,
@@ -45,6 +49,9 @@ SIZES = {
                 "n_estimators": 300, "early_stopping_rounds": 30},
         "xgb_executor": "local",
         "bar_mape_vs_mean": 0.85, "bar_coverage": [0.6, 1.0],
+        "budget": {"grids": [32, 48], "split": [120, 40, 60], "n_rep": 40, "n_bins": 8,
+                   "common_q_min": 0.6, "learning_grid": 32, "learning_sizes": [60, 120],
+                   "xgb_variants": {"depth 3": {"max_depth": 3}}},
     },
     "standard": {
         "n": 128, "voxel_nm": 0.5, "q_min_nm": 0.15, "q_max_nm": 3.0, "n_q": 200,
@@ -56,6 +63,12 @@ SIZES = {
         "xgb_executor": "local",
         "bar_mape": {"a_nm": 9.0, "porosity": 35.0, "nu": 25.0}, "bar_case_bias": 0.15,
         "bar_coverage": [0.8, 0.97],
+        "budget": {"grids": [64, 96, 128, 192, 256], "split": [1000, 200, 300], "n_rep": 150, "n_bins": 24,
+                   "common_q_min": 0.3, "learning_grid": 64, "learning_sizes": [500, 1000, 2000, 4000, 8000, 16000],
+                   "xgb_variants": {"depth 3": {"max_depth": 3}, "depth 10": {"max_depth": 10},
+                                    "lr 0.02, 4000 trees": {"learning_rate": 0.02, "n_estimators": 4000},
+                                    "all columns": {"colsample_bytree": 1.0, "subsample": 0.8},
+                                    "paper's sampling": {"subsample": 0.15, "colsample_bytree": 0.15}}},
     },
     "paper": {
         "n": 512, "voxel_nm": 0.5, "q_min_nm": 0.04, "q_max_nm": 3.0, "n_q": 500,
@@ -67,6 +80,12 @@ SIZES = {
         "xgb_executor": "dask",
         "bar_mape": {"a_nm": 1.5, "porosity": 6.0, "nu": 4.0}, "bar_case_bias": 0.02,
         "bar_coverage": [0.85, 0.95],
+        "budget": {"grids": [64, 96, 128, 192, 256], "split": [1000, 200, 300], "n_rep": 150, "n_bins": 24,
+                   "common_q_min": 0.3, "learning_grid": 64, "learning_sizes": [500, 1000, 2000, 4000, 8000, 16000],
+                   "xgb_variants": {"depth 3": {"max_depth": 3}, "depth 10": {"max_depth": 10},
+                                    "lr 0.02, 4000 trees": {"learning_rate": 0.02, "n_estimators": 4000},
+                                    "all columns": {"colsample_bytree": 1.0, "subsample": 0.8},
+                                    "paper's sampling": {"subsample": 0.15, "colsample_bytree": 0.15}}},
     },
 }
 
@@ -593,3 +612,313 @@ def learning_curve(data: dict, name: str, sizes: dict, evals: dict, *, device=No
     for o in OUTPUTS[name]:
         lc["mape"][o].append(evals[name]["mape"]["test"][o])
     return lc
+
+
+# --- the error budget: what limits the test error at a given grid -----------------------------
+
+#: Budget datasets share one q lattice, q_k = 3 - BUDGET_Q_STEP k (nm^-1), so a curve of any grid
+#: can be cropped to the window of any coarser one and the points coincide.
+BUDGET_Q_STEP = 0.015
+BUDGET_Q_MAX = 3.0
+
+
+def budget_config(n: int, voxel_nm: float = 0.5, name: str = CASE_DATASET) -> dict:
+    """Dataset ``name`` on an n^3 grid with the widest q window that grid resolves, on the shared
+    budget q lattice (linear, step ``BUDGET_Q_STEP``, up to ``BUDGET_Q_MAX``)."""
+    lo, _ = saxs.q_window(int(n), float(voxel_nm))
+    k = int(np.floor((BUDGET_Q_MAX - lo) / BUDGET_Q_STEP + 1e-9))
+    phases, porosity = STUDY_DATASETS[name]
+    return make_config(n=int(n), voxel_nm=float(voxel_nm), q_min_nm=round(BUDGET_Q_MAX - BUDGET_Q_STEP * k, 6),
+                       q_max_nm=BUDGET_Q_MAX, n_q=k + 1, phases=phases, porosity=porosity)
+
+
+def budget_dataset(n: int, n_samples: int, *, voxel_nm: float = 0.5, name: str = CASE_DATASET, seed: int = 0,
+                   workers: int = 2, progress: bool = True) -> dict:
+    """``n_samples`` curves of dataset ``name`` on an n^3 grid (``budget_config``; cached), with
+    their q grid under 'q_nm'."""
+    config = budget_config(n, voxel_nm, name)
+    data = datasets.generate(_slug(name) + "-budget", generate_chunk, config, int(n_samples), seed,
+                             chunk_size=32, workers=workers, progress=progress)
+    return {**data, "q_nm": q_grid(config)}
+
+
+def crop_features(q_nm, features, q_min: float, q_max: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Features (log10 I / Q) cropped to [q_min, q_max] and normalised again by the windowed
+    invariant of the cropped window, as if measured there; returns (q, features)."""
+    q = np.asarray(q_nm, dtype=float)
+    keep = (q >= q_min - 1e-9) & (q <= q_max + 1e-9)
+    if keep.sum() < 2:
+        raise ValueError(f"[{q_min}, {q_max}] nm^-1 keeps {keep.sum()} of the q points in [{q.min():.3g}, {q.max():.3g}]")
+    f = np.asarray(features, dtype=float)[..., keep]
+    inv = grf.windowed_invariant(q[keep], 10.0 ** f)
+    return q[keep], f - np.log10(np.asarray(inv))[..., None]
+
+
+#: Finite-difference steps of the oracle (``fisher_oracle``), per parameter.
+ORACLE_STEPS = {"a_nm": 0.2, "porosity": 0.02, "nu": 0.02}
+
+
+def oracle_replicates(n: int, params: dict = CASE_PARAMS, n_rep: int = 150, *, voxel_nm: float = 0.5,
+                      name: str = CASE_DATASET, steps: dict | None = None, seed: int = 11, workers: int = 2,
+                      progress: bool = True) -> dict:
+    """Noise-free replicate curves for ``fisher_oracle`` on an n^3 grid (``budget_config``; cached).
+
+    Returns {"q_nm": q, "centre": (n_rep, n_q) clean intensities at ``params``, and for each
+    parameter p and sign s in (+1, -1), (p, s): the same replicates (same seeds, so the same white
+    noise) at params[p] + s * steps[p]}.
+    """
+    steps = dict(ORACLE_STEPS if steps is None else steps)
+    config = {**budget_config(n, voxel_nm, name), "noise": False}
+    out = {"q_nm": q_grid(config)}
+    points = [("centre", dict(params))] + [((p, s), {**params, p: params[p] + s * steps[p]})
+                                           for p in params for s in (1, -1)]
+    for key, pr in points:
+        grf._check_params(pr)
+        data = datasets.generate(_slug(name) + "-oracle", replicate_chunk, {**config, "params": pr}, int(n_rep), seed,
+                                 chunk_size=16, workers=workers, progress=progress)
+        out[key] = data["intensity"].astype(float)
+    return out
+
+
+def log_bins(q_nm, n_bins: int) -> list[np.ndarray]:
+    """Indices of the q points in ``n_bins`` log-spaced bins spanning the grid (empty bins dropped)."""
+    q = np.asarray(q_nm, dtype=float)
+    edges = np.geomspace(q.min(), q.max() * (1 + 1e-9), n_bins + 1)
+    idx = [np.flatnonzero((q >= lo) & (q < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    return [i for i in idx if i.size]
+
+
+def _binned_features(q, intensity, bins) -> np.ndarray:
+    f = np.log10(intensity) - np.log10(grf.windowed_invariant(q, intensity))[..., None]
+    return np.stack([f[..., i].mean(axis=-1) for i in bins], axis=-1)
+
+
+def fisher_oracle(reps: dict, params: dict = CASE_PARAMS, *, steps: dict | None = None, q_min: float = 0.0,
+                  q_max: float = np.inf, n_bins: int = 24, alpha=None) -> dict:
+    """How well can *any* unbiased regressor read ``params`` from one curve: the Cramér-Rao bound.
+
+    The observation is the curve's features (log10 I / Q on the window [q_min, q_max], as the
+    regressors see them) averaged in ``n_bins`` log-spaced q bins. Its covariance across
+    structures is measured from the replicates (``oracle_replicates``); the derivatives of its
+    mean by central differences with the same structures on both sides. With ``alpha`` (counts
+    per unit intensity, scalar) the photon noise of ``grf.lognormal_noise`` is added in closed
+    form: variance ln(1 + 1/(alpha I)) / ln(10)^2 per q point, averaged over each bin's points.
+
+    Returns {"sd": {p: bound on the standard deviation (parameter units)}, "mape": {p: the MAPE
+    (%) of an unbiased Gaussian estimator at that bound, 100 sqrt(2/pi) sd / value}, "n_bins": the
+    bins used, "n_rep": replicates}; NaN where too few replicates left the estimated information
+    without a positive inverse.
+    """
+    steps = dict(ORACLE_STEPS if steps is None else steps)
+    q = np.asarray(reps["q_nm"], dtype=float)
+    keep = (q >= q_min - 1e-9) & (q <= q_max + 1e-9)
+    qk = q[keep]
+    bins = log_bins(qk, n_bins)
+    centre = reps["centre"][:, keep]
+    names = list(params)
+    D = np.stack([(_binned_features(qk, reps[(p, 1)][:, keep], bins)
+                   - _binned_features(qk, reps[(p, -1)][:, keep], bins)) / (2 * steps[p]) for p in names])
+    extra = None
+    if alpha is not None:
+        var = np.log1p(1.0 / (float(alpha) * centre.mean(axis=0))) / np.log(10) ** 2
+        extra = np.array([var[i].sum() / i.size**2 for i in bins])
+    cov = regress.cramer_rao(D, _binned_features(qk, centre, bins), extra)
+    # a non-positive diagonal means the replicates were too few to estimate the information: NaN
+    sd = {p: float(np.sqrt(cov[j, j])) if cov[j, j] > 0 else float("nan") for j, p in enumerate(names)}
+    return {"sd": sd, "mape": {p: 100 * np.sqrt(2 / np.pi) * sd[p] / params[p] for p in names},
+            "n_bins": len(bins), "n_rep": int(len(centre))}
+
+
+#: The error budget's XGBoost settings and split: the ``standard`` profile's settings, 1000 / 200 /
+#: 300 curves of each budget dataset for train / validation / test.
+BUDGET_SPLIT = (1000, 200, 300)
+
+
+def _budget_splits(X, Y, split=BUDGET_SPLIT) -> dict:
+    a, b, c = split
+    if len(X) < a + b + c:
+        raise ValueError(f"{len(X)} curves; the split {split} needs {a + b + c}")
+    return {"train": (X[:a], Y[:a]), "val": (X[a:a + b], Y[a:a + b]), "test": (X[a + b:a + b + c], Y[a + b:a + b + c])}
+
+
+def mape_with_error(y_true, y_pred, n_boot: int = 400, seed: int = 0) -> tuple[float, float]:
+    """MAPE (%) and its bootstrap standard error over the test curves."""
+    ape = 100 * np.abs(np.asarray(y_pred, float) - np.asarray(y_true, float)) / np.abs(np.asarray(y_true, float))
+    rng = np.random.default_rng(seed)
+    boots = ape[rng.integers(0, ape.size, (n_boot, ape.size))].mean(axis=1)
+    return float(ape.mean()), float(boots.std(ddof=1))
+
+
+def budget_fit(X, Y, outputs, xgb: dict, *, split=BUDGET_SPLIT, seed: int = 0, case=None) -> dict:
+    """Train point boosters (no quantile models) on the first split[0] rows, stop early on the next
+    split[1], and report test MAPE with bootstrap errors: {p: [mape, se]} and 'fit_seconds'. With
+    ``case`` (features of replicate curves at ``CASE_PARAMS``) also 'case': {p: {"mape", "sd",
+    "bias"}} of the predictions of those replicates, comparable with ``fisher_oracle``."""
+    sp = _budget_splits(X, Y, split)
+    m = regress.BoostedRegressor(outputs, xgb, quantiles=None, device="cpu", seed=seed)
+    m.fit(*sp["train"], *sp["val"])
+    pred = m.predict(sp["test"][0])
+    out = {p: list(mape_with_error(sp["test"][1][:, j], pred[p])) for j, p in enumerate(outputs)}
+    out["fit_seconds"] = float(m.history["fit_seconds"])
+    if case is not None:
+        pc = m.predict(case)
+        out["case"] = {p: {"mape": regress.mape(np.full(len(case), CASE_PARAMS[p]), pc[p]),
+                           "sd": float(np.std(pc[p], ddof=1)), "bias": float(np.mean(pc[p]) - CASE_PARAMS[p])}
+                       for p in outputs}
+    return out
+
+
+def case_features(reps: dict, *, q_min: float, q_max: float = np.inf, noise: bool = True, seed: int = 0) -> np.ndarray:
+    """Features of the oracle's replicate curves at ``CASE_PARAMS`` (``oracle_replicates``) on
+    [q_min, q_max]: with photon noise at alpha drawn from the prior as in training, or clean."""
+    intensity = reps["centre"]
+    if noise:
+        rng = np.random.default_rng(seed)
+        alpha = 10.0 ** rng.uniform(*grf.ALPHA_LOG10_RANGE, size=(len(intensity), 1))
+        intensity = grf.lognormal_noise(intensity, alpha, rng)
+    return crop_features(reps["q_nm"], np.log10(intensity), q_min, q_max)[1]
+
+
+def budget_features(data: dict, *, q_min: float, q_max: float = np.inf, noise: bool = True) -> np.ndarray:
+    """A budget dataset's features on [q_min, q_max]: the noisy curves as generated, or (noise=False)
+    the clean curves, each normalised by its windowed invariant on that window."""
+    if noise:
+        return crop_features(data["q_nm"], data["features"], q_min, q_max)[1]
+    return crop_features(data["q_nm"], np.log10(data["intensity"].astype(float)), q_min, q_max)[1]
+
+
+#: The error budget's experiments (``python -m sashelpers.studies.grf_porous NAME``), archived
+#: under book/records/experiments and plotted by notebook 02.
+BUDGET_EXPERIMENTS = ("budget_box", "budget_oracle", "budget_learning", "budget_xgb")
+#: Noise levels (log10 alpha) of the oracle: the prior's range in steps of half a decade.
+ORACLE_ALPHA_LOG10 = tuple(np.arange(grf.ALPHA_LOG10_RANGE[0], grf.ALPHA_LOG10_RANGE[1] + 1e-9, 0.5).round(2))
+
+
+def _budget_data(n: int, count: int, progress: bool) -> tuple[dict, np.ndarray]:
+    d = budget_dataset(n, count, progress=progress)
+    return d, xy(d, CASE_DATASET)[1]
+
+
+def _mape_by(values, edges, y_true, y_pred) -> list:
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (values >= lo) & (values <= hi)
+        out.append(regress.mape(y_true[sel], y_pred[sel]) if sel.any() else None)
+    return out
+
+
+def budget_box(sizes: dict, progress: bool = True) -> dict:
+    """XGBoost's test MAPE per grid N (box edge L = 0.5 N nm) on the window all grids share and on
+    each grid's widest window, with and without photon noise, and without q > 1.5 nm^-1 (what a
+    voxel of 1 nm would lose); on the widest noisy window also per third of log10 alpha and of a.
+    Each fit also predicts the oracle's replicates at ``CASE_PARAMS`` ('case', see ``budget_fit``)."""
+    b = sizes["budget"]
+    outputs = OUTPUTS[CASE_DATASET]
+    rows = []
+    for n in b["grids"]:
+        d, Y = _budget_data(n, sum(b["split"]), progress)
+        reps = oracle_replicates(n, n_rep=b["n_rep"], progress=progress)
+        q0 = float(d["q_nm"][0])
+        row = {"n": int(n), "box_nm": 0.5 * n, "q_min_nm": q0, "fits": {}}
+        for label, kw in (("common window, noisy", {"q_min": b["common_q_min"]}),
+                          ("common window, noise off", {"q_min": b["common_q_min"], "noise": False}),
+                          ("widest window, noisy", {"q_min": q0}),
+                          ("widest window, noise off", {"q_min": q0, "noise": False}),
+                          ("widest window to 1.5 nm^-1, noisy", {"q_min": q0, "q_max": 1.5})):
+            X = budget_features(d, **kw)
+            row["fits"][label] = budget_fit(X, Y, outputs, sizes["xgb"], split=b["split"], case=case_features(reps, **kw))
+        # the widest noisy window again, for errors per noise level and per a
+        sp = _budget_splits(budget_features(d, q_min=q0), Y, b["split"])
+        m = regress.BoostedRegressor(outputs, sizes["xgb"], quantiles=None, device="cpu")
+        m.fit(*sp["train"], *sp["val"])
+        pred = m.predict(sp["test"][0])
+        a0 = sum(b["split"][:2])
+        la = np.log10(d["alpha"][a0:a0 + b["split"][2]].astype(float))
+        la_edges = np.linspace(*grf.ALPHA_LOG10_RANGE, 4)
+        a_edges = np.linspace(*A_RANGE_NM, 4)
+        row["by_alpha"] = {"edges_log10": la_edges.tolist(),
+                           "mape": {p: _mape_by(la, la_edges, sp["test"][1][:, j], pred[p]) for j, p in enumerate(outputs)}}
+        row["by_a"] = {"edges_nm": a_edges.tolist(),
+                       "mape": {p: _mape_by(sp["test"][1][:, 0], a_edges, sp["test"][1][:, j], pred[p])
+                                for j, p in enumerate(outputs)}}
+        rows.append(row)
+    return {"dataset": CASE_DATASET, "split": b["split"], "xgb": sizes["xgb"], "grids": rows}
+
+
+def budget_oracle(sizes: dict, progress: bool = True) -> dict:
+    """The Cramér-Rao bound (``fisher_oracle``) at the case-study parameters per grid, on the common
+    and the widest window, noise off and at each of ``ORACLE_ALPHA_LOG10`` (and averaged over the
+    log-uniform alpha prior), with the replicate scatter of the binned features per q bin."""
+    b = sizes["budget"]
+    rows = []
+    for n in b["grids"]:
+        reps = oracle_replicates(n, n_rep=b["n_rep"], progress=progress)
+        q0 = float(reps["q_nm"][0])
+        row = {"n": int(n), "box_nm": 0.5 * n, "q_min_nm": q0, "windows": {}}
+        for label, q_min in (("common window", b["common_q_min"]), ("widest window", q0)):
+            w = {"noise off": fisher_oracle(reps, q_min=q_min, n_bins=b["n_bins"])["mape"]}
+            per_alpha = [fisher_oracle(reps, q_min=q_min, n_bins=b["n_bins"], alpha=10.0**la)["mape"]
+                         for la in ORACLE_ALPHA_LOG10]
+            w["by_log10_alpha"] = {"log10_alpha": list(ORACLE_ALPHA_LOG10),
+                                   "mape": {p: [r[p] for r in per_alpha] for p in CASE_PARAMS}}
+            w["alpha prior mean"] = {p: float(np.mean([r[p] for r in per_alpha])) for p in CASE_PARAMS}
+            row["windows"][label] = w
+        bins = log_bins(reps["q_nm"], b["n_bins"])
+        f = _binned_features(reps["q_nm"], reps["centre"], bins)
+        row["scatter"] = {"q_nm": [float(np.exp(np.log(reps["q_nm"][i]).mean())) for i in bins],
+                          "sd_log10": f.std(axis=0, ddof=1).tolist()}
+        rows.append(row)
+    return {"params": CASE_PARAMS, "steps": ORACLE_STEPS, "n_rep": b["n_rep"], "grids": rows}
+
+
+def budget_learning(sizes: dict, progress: bool = True) -> dict:
+    """Test MAPE against the number of training curves on the ``learning_grid`` (common window,
+    noisy), with the validation and test sets of ``split`` after the largest training set."""
+    b = sizes["budget"]
+    n_val, n_test = b["split"][1:]
+    sizes_n = [int(s) for s in b["learning_sizes"]]
+    d, Y = _budget_data(b["learning_grid"], max(sizes_n) + n_val + n_test, progress)
+    X = budget_features(d, q_min=b["common_q_min"])
+    top = max(sizes_n)
+    val, test = slice(top, top + n_val), slice(top + n_val, top + n_val + n_test)
+    rows = []
+    for s in sizes_n:
+        idx = np.r_[0:s, val, test]
+        rows.append({"n_train": s, **budget_fit(X[idx], Y[idx], OUTPUTS[CASE_DATASET], sizes["xgb"],
+                                                split=(s, n_val, n_test))})
+    return {"grid": int(b["learning_grid"]), "q_min_nm": b["common_q_min"], "rows": rows}
+
+
+def budget_xgb(sizes: dict, progress: bool = True) -> dict:
+    """Test MAPE of XGBoost variants (changes to the profile's settings) on the third grid of the
+    budget (128^3 at standard), widest window, noisy."""
+    b = sizes["budget"]
+    n = b["grids"][min(2, len(b["grids"]) - 1)]
+    d, Y = _budget_data(n, sum(b["split"]), progress)
+    X = budget_features(d, q_min=float(d["q_nm"][0]))
+    rows = {"profile's settings": budget_fit(X, Y, OUTPUTS[CASE_DATASET], sizes["xgb"], split=b["split"])}
+    for label, change in b["xgb_variants"].items():
+        rows[label] = {"change": change, **budget_fit(X, Y, OUTPUTS[CASE_DATASET], {**sizes["xgb"], **change},
+                                                      split=b["split"])}
+    return {"grid": int(n), "variants": rows}
+
+
+def budget_experiment(name: str, profile: str = "standard") -> dict:
+    """Run one of ``BUDGET_EXPERIMENTS`` at ``profile``'s budget sizes; returns its results."""
+    runs = {"budget_box": budget_box, "budget_oracle": budget_oracle, "budget_learning": budget_learning,
+            "budget_xgb": budget_xgb}
+    if name not in runs:
+        raise ValueError(f"experiment {name!r}; allowed: {', '.join(runs)}")
+    return runs[name](profile_sizes(profile))
+
+
+def main(argv=None) -> int:
+    """``python -m sashelpers.studies.grf_porous NAME [--profile P]``: run and archive an error-budget experiment."""
+    from ..core import report
+
+    return report.experiment_cli(STUDY, "sashelpers.studies.grf_porous", BUDGET_EXPERIMENTS, budget_experiment, argv,
+                                 doc="Study 2's error budget: what limits the test error at a given grid.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
