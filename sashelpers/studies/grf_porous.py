@@ -922,3 +922,191 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- the error budget's figures and extrapolation -------------------------------------------------
+
+_BUDGET_LINES = (  # (fit label, colour, style) of the box figure
+    ("common window, noisy", "C0", "-"),
+    ("common window, noise off", "C0", "--"),
+    ("widest window, noisy", "C3", "-"),
+    ("widest window, noise off", "C3", "--"),
+)
+
+
+def _fit_log_log(x, y, se=None) -> dict:
+    """Weighted least squares of log y = c + b log x; returns c, b, their covariance and a predictor
+    of (value, sd of log value) at new x. se: standard errors of y (weights 1 / (se / y)^2)."""
+    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    # the standard error of log y is se / y
+    w = None if se is None else 1 / np.maximum(np.asarray(se, float) / np.exp(y), 1e-3)
+    coef, cov = np.polyfit(x, y, 1, w=w, cov="unscaled" if len(x) < 4 else True)
+    b, c = coef
+
+    def at(x_new):
+        v = np.array([np.log(x_new), 1.0])
+        return float(np.exp(c + b * v[0])), float(np.sqrt(v @ cov @ v))
+    return {"b": float(b), "b_se": float(np.sqrt(cov[0, 0])), "c": float(c), "cov": cov, "at": at}
+
+
+def budget_extrapolation(box: dict, learning: dict, oracle: dict | None = None, *, n_target: int = 512,
+                         train_target: int = PAPER_TRAIN_SIZE) -> dict:
+    """Scaling laws of the budget, extrapolated to the paper's grid and training set.
+
+    Fits MAPE = c N^b_box over the grids (widest window, noisy, ``BUDGET_SPLIT`` training curves;
+    weighted by the bootstrap errors) and MAPE = c' n^b_n over the learning curve, assumes the two
+    factors multiply, and predicts MAPE(n_target, train_target) = MAPE(n_target, n_budget) x
+    (train_target / n_budget)^b_n with a one-sigma range from both fits' covariances. With the
+    oracle, also its widest-window bound (alpha prior mean) extrapolated in N alone.
+    Returns {parameter: {...}}.
+    """
+    n_budget = int(box["split"][0])
+    grids = [r["n"] for r in box["grids"]]
+    out = {}
+    for p in OUTPUTS[CASE_DATASET]:
+        fits = [r["fits"]["widest window, noisy"][p] for r in box["grids"]]
+        f_box = _fit_log_log(grids, [m for m, _ in fits], [s for _, s in fits])
+        rows = learning["rows"]
+        f_n = _fit_log_log([r["n_train"] for r in rows], [r[p][0] for r in rows], [r[p][1] for r in rows])
+        at_box, sd_box = f_box["at"](n_target)
+        factor = (train_target / n_budget) ** f_n["b"]
+        sd_log = np.hypot(sd_box, np.log(train_target / n_budget) * f_n["b_se"])
+        value = at_box * factor
+        entry = {"b_box": f_box["b"], "b_box_se": f_box["b_se"],
+                 "b_n": f_n["b"], "b_n_se": f_n["b_se"], "learning_grid": learning["grid"],
+                 f"mape_at_{n_target}_n{n_budget}": at_box, "mape_paper_scale": value,
+                 "mape_paper_scale_1sigma": [value * np.exp(-sd_log), value * np.exp(sd_log)],
+                 "paper": PAPER_MAPE[CASE_DATASET][p]}
+        if oracle is not None:
+            ys = np.array([r["windows"]["widest window"]["alpha prior mean"][p] for r in oracle["grids"]], dtype=float)
+            ok = np.isfinite(ys)
+            if ok.sum() >= 2:
+                f_o = _fit_log_log(np.asarray([r["n"] for r in oracle["grids"]])[ok], ys[ok])
+                entry.update(oracle_b_box=f_o["b"], oracle_case_mape_at_target=f_o["at"](n_target)[0])
+        out[p] = entry
+    return out
+
+
+def extrapolation_table(extra: dict, n_target: int = 512) -> str:
+    """The extrapolation as a markdown table beside the paper's Table 2 (three-phase high)."""
+    rows = []
+    for p, e in extra.items():
+        lo, hi = e["mape_paper_scale_1sigma"]
+        rows.append([LABELS[p], f"{e['b_box']:.2f} ± {e['b_box_se']:.2f}", f"{e['b_n']:.2f} ± {e['b_n_se']:.2f}",
+                     e[next(k for k in e if k.startswith(f"mape_at_{n_target}"))],
+                     f"{e['mape_paper_scale']:.2f} ({lo:.2f}–{hi:.2f})", e.get("oracle_case_mape_at_target"), e["paper"]])
+    return markdown_table(["parameter", "exponent in N", "exponent in n (train)",
+                           f"MAPE at {n_target}³, budget n (%)", "MAPE at paper scale, 1σ (%)",
+                           f"oracle at {n_target}³, case point (%)", "paper, Table 2 (%)"], rows)
+
+
+def plot_budget_box(box: dict, oracle: dict):
+    """Test MAPE against the box edge: XGBoost over the prior (common and widest windows, noise on
+    and off), XGBoost and the oracle at the case-study point, and the paper's value."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    outputs = OUTPUTS[CASE_DATASET]
+    fig, axes = plt.subplots(1, len(outputs), figsize=(4.2 * len(outputs), 3.6), sharex=True)
+    L = np.array([r["box_nm"] for r in box["grids"]])
+    Lo = np.array([r["box_nm"] for r in oracle["grids"]])
+    for ax, p in zip(axes, outputs):
+        for label, colour, style in _BUDGET_LINES:
+            m = np.array([r["fits"][label][p] for r in box["grids"]])
+            ax.errorbar(L, m[:, 0], m[:, 1], color=colour, ls=style, marker="o", ms=3, capsize=2,
+                        label=f"XGBoost, {label}")
+        case = [r["fits"]["widest window, noisy"]["case"][p]["mape"] for r in box["grids"]]
+        ax.plot(L, case, "x", color="C3", ms=7, label="XGBoost at the case point (widest, noisy)")
+        for key, style, lab in (("alpha prior mean", ":", "oracle at the case point, noisy"),
+                                ("noise off", "-.", "oracle at the case point, noise off")):
+            ax.plot(Lo, [r["windows"]["widest window"][key][p] for r in oracle["grids"]], style, color="k", label=lab)
+        ax.plot([256], [PAPER_MAPE[CASE_DATASET][p]], "*", color="C2", ms=12, label="paper (512³, 2¹⁹ curves)")
+        ax.set(xscale="log", yscale="log", xlabel="box edge L = N h (nm)", title=f"MAPE {LABELS[p]} (%)")
+        ax.set_xticks([16, 32, 64, 128, 256], ["16", "32", "64", "128", "256"])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3, which="both")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_budget_scatter(oracle: dict):
+    """Replicate scatter of the features (sd of log10 I/Q in each q bin, noise off) per grid."""
+    import matplotlib.pyplot as plt
+
+    ax = plt.figure(figsize=(6, 3.6)).gca()
+    for i, r in enumerate(oracle["grids"]):
+        s = r["scatter"]
+        ax.plot(s["q_nm"], s["sd_log10"], "o-", ms=3, color=plt.cm.viridis(i / max(1, len(oracle["grids"]) - 1)),
+                label=f"{r['n']}³ (L = {r['box_nm']:g} nm)")
+    ax.set(xscale="log", yscale="log", xlabel=r"$q$ (nm$^{-1}$)", ylabel="sd of log10(I/Q) across structures")
+    tidy_q_axis(ax)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_budget_noise(box: dict, oracle: dict):
+    """The oracle's bound against the noise level (widest window) per grid, with XGBoost's test
+    MAPE per third of log10 alpha on the largest grid."""
+    import matplotlib.pyplot as plt
+
+    outputs = OUTPUTS[CASE_DATASET]
+    fig, axes = plt.subplots(1, len(outputs), figsize=(4.2 * len(outputs), 3.4))
+    n_grids = len(oracle["grids"])
+    for ax, p in zip(axes, outputs):
+        for i, r in enumerate(oracle["grids"]):
+            w = r["windows"]["widest window"]
+            ax.plot(w["by_log10_alpha"]["log10_alpha"], w["by_log10_alpha"]["mape"][p], "-",
+                    color=plt.cm.viridis(i / max(1, n_grids - 1)), label=f"oracle, {r['n']}³")
+            ax.axhline(w["noise off"][p], color=plt.cm.viridis(i / max(1, n_grids - 1)), ls=":", lw=0.8)
+        last = box["grids"][-1]
+        e = np.asarray(last["by_alpha"]["edges_log10"])
+        ax.plot(0.5 * (e[1:] + e[:-1]), last["by_alpha"]["mape"][p], "s", color="C3",
+                label=f"XGBoost over the prior, {last['n']}³")
+        ax.set(yscale="log", xlabel=r"$\log_{10}\alpha$ (counts per unit intensity)", title=f"MAPE {LABELS[p]} (%)")
+        ax.grid(alpha=0.3, which="both")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_budget_learning(learning: dict, extra: dict | None = None):
+    """Test MAPE against the number of training curves on the learning grid, with power laws."""
+    import matplotlib.pyplot as plt
+
+    ax = plt.figure(figsize=(6, 3.6)).gca()
+    n = np.array([r["n_train"] for r in learning["rows"]])
+    for j, p in enumerate(OUTPUTS[CASE_DATASET]):
+        m = np.array([r[p] for r in learning["rows"]])
+        ax.errorbar(n, m[:, 0], m[:, 1], fmt="o", color=f"C{j}", capsize=2, label=LABELS[p])
+        f = _fit_log_log(n, m[:, 0], m[:, 1])
+        grid = np.geomspace(n.min(), n.max(), 20)
+        ax.plot(grid, [f["at"](g)[0] for g in grid], "-", color=f"C{j}", lw=0.8,
+                label=f"∝ n^{f['b']:.2f}")
+    ax.set(xscale="log", yscale="log", xlabel="training curves", ylabel="test MAPE (%)",
+           title=f"{learning['grid']}³ grid, q ≥ {learning['q_min_nm']:g} nm⁻¹")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2)
+    return ax.figure
+
+
+def xgb_variants_table(xgb: dict) -> str:
+    """The XGBoost variants' test MAPE (± bootstrap error) as a markdown table."""
+    rows = []
+    for label, r in xgb["variants"].items():
+        rows.append([label] + [f"{r[p][0]:.2f} ± {r[p][1]:.2f}" for p in OUTPUTS[CASE_DATASET]]
+                    + [round(r["fit_seconds"], 1)])
+    return markdown_table(["settings"] + [f"MAPE {LABELS[p]} (%)" for p in OUTPUTS[CASE_DATASET]] + ["fit (s)"], rows)
+
+
+def load_budget(profile: str = "standard") -> dict:
+    """The archived error-budget experiments at ``profile``: {name: results, or None when not run
+    (``python -m sashelpers.studies.grf_porous NAME`` runs and archives one)}."""
+    from ..core import report
+
+    out = {}
+    for name in BUDGET_EXPERIMENTS:
+        rec = report.load_experiment(STUDY, name, profile)
+        out[name] = None if rec is None else rec["results"]
+    return out
