@@ -54,9 +54,9 @@ SIZES = {
                    "xgb_variants": {"depth 3": {"max_depth": 3}}},
     },
     "standard": {
-        "n": 128, "voxel_nm": 0.5, "q_min_nm": 0.15, "q_max_nm": 3.0, "n_q": 200,
-        "n_samples": 2500, "split": [0.8, 0.1, 0.1], "n_replicates": 200,
-        "learning_sizes": [250, 500, 1000],
+        "n": 256, "voxel_nm": 0.5, "q_min_nm": 0.075, "q_max_nm": 3.0, "n_q": 196,
+        "n_samples": 960, "split": [0.75, 0.1, 0.15], "n_replicates": 200,
+        "learning_sizes": [90, 180, 360],
         "xgb": {"learning_rate": 0.05, "max_depth": 6, "min_child_weight": 3, "subsample": 0.6,
                 "colsample_bytree": 0.3, "reg_lambda": 0.2, "max_bin": 256,
                 "n_estimators": 1500, "early_stopping_rounds": 50},
@@ -789,7 +789,7 @@ def budget_features(data: dict, *, q_min: float, q_max: float = np.inf, noise: b
 
 #: The error budget's experiments (``python -m sashelpers.studies.grf_porous NAME``), archived
 #: under book/records/experiments and plotted by notebook 02.
-BUDGET_EXPERIMENTS = ("budget_box", "budget_oracle", "budget_learning", "budget_xgb")
+BUDGET_EXPERIMENTS = ("budget_box", "budget_oracle", "budget_learning", "budget_learning_large", "budget_xgb")
 #: Noise levels (log10 alpha) of the oracle: the prior's range in steps of half a decade.
 ORACLE_ALPHA_LOG10 = tuple(np.arange(grf.ALPHA_LOG10_RANGE[0], grf.ALPHA_LOG10_RANGE[1] + 1e-9, 0.5).round(2))
 
@@ -889,6 +889,22 @@ def budget_learning(sizes: dict, progress: bool = True) -> dict:
     return {"grid": int(b["learning_grid"]), "q_min_nm": b["common_q_min"], "rows": rows}
 
 
+def budget_learning_large(sizes: dict, progress: bool = True) -> dict:
+    """Test MAPE against the number of training curves on the largest budget grid (widest window,
+    noisy): training sets of 1/4, 1/2 and all of ``split[0]``, the same validation and test sets."""
+    b = sizes["budget"]
+    n = b["grids"][-1]
+    d, Y = _budget_data(n, sum(b["split"]), progress)
+    X = budget_features(d, q_min=float(d["q_nm"][0]))
+    n_train, n_val, n_test = b["split"]
+    rows = []
+    for s in (n_train // 4, n_train // 2, n_train):
+        idx = np.r_[0:s, n_train:n_train + n_val + n_test]
+        rows.append({"n_train": int(s), **budget_fit(X[idx], Y[idx], OUTPUTS[CASE_DATASET], sizes["xgb"],
+                                                     split=(s, n_val, n_test))})
+    return {"grid": int(n), "q_min_nm": float(d["q_nm"][0]), "rows": rows}
+
+
 def budget_xgb(sizes: dict, progress: bool = True) -> dict:
     """Test MAPE of XGBoost variants (changes to the profile's settings) on the third grid of the
     budget (128^3 at standard), widest window, noisy."""
@@ -906,7 +922,7 @@ def budget_xgb(sizes: dict, progress: bool = True) -> dict:
 def budget_experiment(name: str, profile: str = "standard") -> dict:
     """Run one of ``BUDGET_EXPERIMENTS`` at ``profile``'s budget sizes; returns its results."""
     runs = {"budget_box": budget_box, "budget_oracle": budget_oracle, "budget_learning": budget_learning,
-            "budget_xgb": budget_xgb}
+            "budget_learning_large": budget_learning_large, "budget_xgb": budget_xgb}
     if name not in runs:
         raise ValueError(f"experiment {name!r}; allowed: {', '.join(runs)}")
     return runs[name](profile_sizes(profile))
@@ -949,32 +965,39 @@ def _fit_log_log(x, y, se=None) -> dict:
     return {"b": float(b), "b_se": float(np.sqrt(cov[0, 0])), "c": float(c), "cov": cov, "at": at}
 
 
-def budget_extrapolation(box: dict, learning: dict, oracle: dict | None = None, *, n_target: int = 512,
-                         train_target: int = PAPER_TRAIN_SIZE) -> dict:
+def budget_extrapolation(box: dict, learning: dict, oracle: dict | None = None, learning_large: dict | None = None,
+                         *, n_target: int = 512, train_target: int = PAPER_TRAIN_SIZE) -> dict:
     """Scaling laws of the budget, extrapolated to the paper's grid and training set.
 
-    Fits MAPE = c N^b_box over the grids (widest window, noisy, ``BUDGET_SPLIT`` training curves;
-    weighted by the bootstrap errors) and MAPE = c' n^b_n over the learning curve, assumes the two
-    factors multiply, and predicts MAPE(n_target, train_target) = MAPE(n_target, n_budget) x
-    (train_target / n_budget)^b_n with a one-sigma range from both fits' covariances. With the
-    oracle, also its widest-window bound (alpha prior mean) extrapolated in N alone.
+    Fits MAPE = c N^b_N over the grids (widest window, noisy, ``split[0]`` training curves; weighted
+    by the bootstrap errors) and MAPE = c' n^b_n over a learning curve, assumes the two factors
+    multiply, and predicts MAPE(n_target, train_target) = MAPE(n_target, split[0]) x
+    (train_target / split[0])^b_n, with a one-sigma range from both fits' covariances (fit
+    statistics only: it does not cover a wrong model). b_n comes from ``learning_large`` (the largest
+    grid) when given, else from ``learning``; both exponents are reported. With the oracle, also its
+    widest-window bound at the case point (alpha prior mean) extrapolated in N alone.
     Returns {parameter: {...}}.
     """
     n_budget = int(box["split"][0])
     grids = [r["n"] for r in box["grids"]]
+
+    def n_fit(lc, p):
+        rows = lc["rows"]
+        return _fit_log_log([r["n_train"] for r in rows], [r[p][0] for r in rows], [r[p][1] for r in rows])
     out = {}
     for p in OUTPUTS[CASE_DATASET]:
         fits = [r["fits"]["widest window, noisy"][p] for r in box["grids"]]
         f_box = _fit_log_log(grids, [m for m, _ in fits], [s for _, s in fits])
-        rows = learning["rows"]
-        f_n = _fit_log_log([r["n_train"] for r in rows], [r[p][0] for r in rows], [r[p][1] for r in rows])
+        f_small = n_fit(learning, p)
+        f_n = n_fit(learning_large, p) if learning_large is not None else f_small
         at_box, sd_box = f_box["at"](n_target)
-        factor = (train_target / n_budget) ** f_n["b"]
         sd_log = np.hypot(sd_box, np.log(train_target / n_budget) * f_n["b_se"])
-        value = at_box * factor
+        value = at_box * (train_target / n_budget) ** f_n["b"]
         entry = {"b_box": f_box["b"], "b_box_se": f_box["b_se"],
-                 "b_n": f_n["b"], "b_n_se": f_n["b_se"], "learning_grid": learning["grid"],
-                 f"mape_at_{n_target}_n{n_budget}": at_box, "mape_paper_scale": value,
+                 "b_n_small": f_small["b"], "b_n_small_se": f_small["b_se"], "small_grid": learning["grid"],
+                 "b_n": f_n["b"], "b_n_se": f_n["b_se"],
+                 "b_n_grid": (learning_large or learning)["grid"],
+                 "mape_at_target_budget_n": at_box, "mape_paper_scale": value,
                  "mape_paper_scale_1sigma": [value * np.exp(-sd_log), value * np.exp(sd_log)],
                  "paper": PAPER_MAPE[CASE_DATASET][p]}
         if oracle is not None:
@@ -992,12 +1015,23 @@ def extrapolation_table(extra: dict, n_target: int = 512) -> str:
     rows = []
     for p, e in extra.items():
         lo, hi = e["mape_paper_scale_1sigma"]
-        rows.append([LABELS[p], f"{e['b_box']:.2f} ± {e['b_box_se']:.2f}", f"{e['b_n']:.2f} ± {e['b_n_se']:.2f}",
-                     e[next(k for k in e if k.startswith(f"mape_at_{n_target}"))],
-                     f"{e['mape_paper_scale']:.2f} ({lo:.2f}–{hi:.2f})", e.get("oracle_case_mape_at_target"), e["paper"]])
-    return markdown_table(["parameter", "exponent in N", "exponent in n (train)",
-                           f"MAPE at {n_target}³, budget n (%)", "MAPE at paper scale, 1σ (%)",
-                           f"oracle at {n_target}³, case point (%)", "paper, Table 2 (%)"], rows)
+        rows.append([LABELS[p], f"{e['b_box']:.2f} ± {e['b_box_se']:.2f}",
+                     f"{e['b_n_small']:.2f} ± {e['b_n_small_se']:.2f}", f"{e['b_n']:.2f} ± {e['b_n_se']:.2f}",
+                     e["mape_at_target_budget_n"], f"{e['mape_paper_scale']:.2f} ({lo:.2f}–{hi:.2f})",
+                     e.get("oracle_case_mape_at_target"), e["paper"]])
+    e0 = next(iter(extra.values()))
+    return markdown_table(["parameter", "exponent in N", f"exponent in n, {e0['small_grid']}³",
+                           f"exponent in n, {e0['b_n_grid']}³ (used)", f"MAPE at {n_target}³, budget n (%)",
+                           "MAPE at paper scale, 1σ (%)", f"oracle at {n_target}³, case point (%)",
+                           "paper, Table 2 (%)"], rows)
+
+
+def _plain_log_y(ax):
+    """Plain numbers (2, 5, 10, 20) on a log y axis instead of powers of ten."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_budget_box(box: dict, oracle: dict):
@@ -1024,6 +1058,7 @@ def plot_budget_box(box: dict, oracle: dict):
         ax.set(xscale="log", yscale="log", xlabel="box edge L = N h (nm)", title=f"MAPE {LABELS[p]} (%)")
         ax.set_xticks([16, 32, 64, 128, 256], ["16", "32", "64", "128", "256"])
         ax.xaxis.set_minor_formatter(NullFormatter())
+        _plain_log_y(ax)
         ax.grid(alpha=0.3, which="both")
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
@@ -1043,6 +1078,7 @@ def plot_budget_scatter(oracle: dict):
     tidy_q_axis(ax)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    ax.figure.tight_layout()
     return ax.figure
 
 
@@ -1065,29 +1101,35 @@ def plot_budget_noise(box: dict, oracle: dict):
         ax.plot(0.5 * (e[1:] + e[:-1]), last["by_alpha"]["mape"][p], "s", color="C3",
                 label=f"XGBoost over the prior, {last['n']}³")
         ax.set(yscale="log", xlabel=r"$\log_{10}\alpha$ (counts per unit intensity)", title=f"MAPE {LABELS[p]} (%)")
+        _plain_log_y(ax)
         ax.grid(alpha=0.3, which="both")
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
 
 
-def plot_budget_learning(learning: dict, extra: dict | None = None):
-    """Test MAPE against the number of training curves on the learning grid, with power laws."""
+def plot_budget_learning(learning: dict, learning_large: dict | None = None):
+    """Test MAPE against the number of training curves, with power laws: on the small learning
+    grid (filled) and, if given, on the largest grid (open markers, widest window)."""
     import matplotlib.pyplot as plt
 
-    ax = plt.figure(figsize=(6, 3.6)).gca()
-    n = np.array([r["n_train"] for r in learning["rows"]])
-    for j, p in enumerate(OUTPUTS[CASE_DATASET]):
-        m = np.array([r[p] for r in learning["rows"]])
-        ax.errorbar(n, m[:, 0], m[:, 1], fmt="o", color=f"C{j}", capsize=2, label=LABELS[p])
-        f = _fit_log_log(n, m[:, 0], m[:, 1])
-        grid = np.geomspace(n.min(), n.max(), 20)
-        ax.plot(grid, [f["at"](g)[0] for g in grid], "-", color=f"C{j}", lw=0.8,
-                label=f"∝ n^{f['b']:.2f}")
-    ax.set(xscale="log", yscale="log", xlabel="training curves", ylabel="test MAPE (%)",
-           title=f"{learning['grid']}³ grid, q ≥ {learning['q_min_nm']:g} nm⁻¹")
+    ax = plt.figure(figsize=(6.4, 3.8)).gca()
+    for lc, face, style in ((learning, None, "-"), (learning_large, "none", "--")):
+        if lc is None:
+            continue
+        n = np.array([r["n_train"] for r in lc["rows"]])
+        for j, p in enumerate(OUTPUTS[CASE_DATASET]):
+            m = np.array([r[p] for r in lc["rows"]])
+            f = _fit_log_log(n, m[:, 0], m[:, 1])
+            ax.errorbar(n, m[:, 0], m[:, 1], fmt="o", mfc=face, color=f"C{j}", capsize=2,
+                        label=f"{LABELS[p]}, {lc['grid']}³, q ≥ {lc['q_min_nm']:.3g} nm⁻¹: ∝ n^{f['b']:.2f}")
+            grid = np.geomspace(n.min(), n.max(), 20)
+            ax.plot(grid, [f["at"](g)[0] for g in grid], style, color=f"C{j}", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="training curves", ylabel="test MAPE (%)")
+    _plain_log_y(ax)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.figure.tight_layout()
     return ax.figure
 
 
