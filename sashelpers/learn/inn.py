@@ -28,7 +28,9 @@ The absolute intensity scale is either an input (default: the model reads log I 
 curves' scale) or a nuisance parameter (``ShapeInverter.from_training_data(..., scale_free=True)``:
 every curve is read with the mean of its log I over the q grid removed, so any positive factor
 gives the same verdict; ``Verdict.scale`` reports the factor and the second opinion is asked to fit
-it, ``free_scale=True``). A flat background is not a nuisance parameter yet.
+it, ``free_scale=True``). A flat background is a nuisance the network learns to read through when
+it is trained on curves with random backgrounds (``ShapeInverter(background=True)``; study 1's
+``inn_scatterers.add_background``); its second opinion then fits one (``free_background=True``).
 """
 
 from __future__ import annotations
@@ -209,14 +211,18 @@ def prior_support(name: str, prior: dict | None = None, step: float = 0.0) -> tu
 def prior_quantile(prior: dict | None, level: float) -> float | None:
     """The ``level`` quantile of a prior (``prior_support``'s format), or None where unknown.
 
-    Truncated normals (``distribution`` containing "normal", with ``mean`` and ``sd``) give the
-    exact quantile; discrete priors their largest value; other priors their upper bound, if any.
+    Truncated normals (``distribution`` containing "normal", with ``mean`` and ``sd``) and
+    log-uniform priors (``distribution`` "log-uniform" between ``lower`` and ``upper`` > 0) give
+    the exact quantile; discrete priors their largest value; other priors their upper bound, if any.
     """
     if not prior:
         return None
     if prior.get("values") is not None:
         return float(np.max(prior["values"]))
     upper = prior.get("upper")
+    if prior.get("distribution") == "log-uniform" and prior.get("lower") and upper:
+        lo, hi = math.log(float(prior["lower"])), math.log(float(upper))
+        return float(math.exp(lo + level * (hi - lo)))
     if "normal" in str(prior.get("distribution", "")) and prior.get("sd"):
         from scipy.stats import truncnorm
 
@@ -225,6 +231,43 @@ def prior_quantile(prior: dict | None, level: float) -> float | None:
         hi = math.inf if upper is None else float(upper)
         return float(truncnorm.ppf(level, (lo - mean) / sd, (hi - mean) / sd, loc=mean, scale=sd))
     return None if upper is None else float(upper)
+
+
+def random_crops(log_i, rng: np.random.Generator, *, fraction: float = 0.5, max_cut_low: float = 0.35,
+                 max_cut_high: float = 0.25):
+    """Curves cut to random q windows, as a partial measurement: NaN outside the window.
+
+    Parameters
+    ----------
+    log_i : array_like, shape (n, n_q)
+        Complete curves (log I on a q grid, increasing q).
+    rng : numpy Generator
+    fraction : float
+        Fraction of the curves that are cut, in [0, 1]; the others stay complete.
+    max_cut_low, max_cut_high : float
+        At most these fractions of the grid's points are cut at the low-q and at the high-q end
+        (each cut uniform in [0, max] points, independently).
+
+    Returns
+    -------
+    (log_i, core) : float32 array (n, n_q), (int, int)
+        The curves with NaN where cut, and the indices [first, last] of the grid points that
+        every window holds: a model trained on these curves needs a curve that covers them
+        (``ShapeInverter(q_required_nm=...)``).
+    """
+    y = np.array(np.atleast_2d(log_i), dtype=np.float32)
+    n, n_q = y.shape
+    if not 0 <= fraction <= 1 or not 0 <= max_cut_low < 1 or not 0 <= max_cut_high < 1 \
+            or max_cut_low + max_cut_high >= 0.9:
+        raise ValueError(f"need fraction in [0, 1], cuts in [0, 1) adding up to < 0.9; got fraction={fraction!r}, "
+                         f"max_cut_low={max_cut_low!r}, max_cut_high={max_cut_high!r}")
+    lo_max, hi_max = int(max_cut_low * n_q), int(max_cut_high * n_q)
+    cut = rng.uniform(size=n) < fraction
+    lo = np.where(cut, rng.integers(0, lo_max + 1, n), 0)
+    hi = np.where(cut, rng.integers(0, hi_max + 1, n), 0)
+    idx = np.arange(n_q)[None, :]
+    y[(idx < lo[:, None]) | (idx >= n_q - hi[:, None])] = np.nan
+    return y, (lo_max, n_q - 1 - hi_max)
 
 
 def _unit(name: str, prior: dict | None = None) -> str:
@@ -405,46 +448,137 @@ class CurveFeatures:
         for any c > 0, and so identical network outputs and domain scores. The removed means of
         the reference curves are kept (``reference_offset``) to estimate a curve's scale
         (``scale``).
+    masked : bool
+        True: curves may be measured on part of the q grid only, NaN where not measured (a partial
+        q range). The features are then the standardised log I with 0 where not measured,
+        followed by the mask (1 measured, 0 not): twice ``n_q`` numbers; a scale-free curve is
+        centred on its measured points. The domain score of a partial curve is measured on its
+        measured points only, against the reference curves on the same points (each re-centred
+        there when scale-free), times sqrt(n_q / n_measured); its threshold is the same quantile
+        of the scores of ``n_held_out`` held-out training curves cut to the same points
+        (``threshold_for``). The training curves given here must be complete.
+    n_held_out : int
+        Held-out training curves kept for the thresholds of partial curves (``masked`` only).
     """
 
     def __init__(self, log_i: np.ndarray, *, n_reference: int = 4000, k: int = 5, quantile: float = 0.999,
-                 seed: int = 0, scale_free: bool = False):
+                 seed: int = 0, scale_free: bool = False, masked: bool = False, n_held_out: int = 1000):
         log_i = np.asarray(log_i, dtype=np.float64)
+        if not np.isfinite(log_i).all():
+            raise ValueError("the training curves of CurveFeatures must be complete (finite log I everywhere); "
+                             "partial curves are for training the networks (ShapeInverter.fit)")
         self.scale_free = bool(scale_free)
+        self.masked = bool(masked)
+        self.held_out = None
+        self._thresholds = {}
         centred = self.centre(log_i)
         self.mean = centred.mean(axis=0)
         self.std = centred.std(axis=0) + 1e-6
         self.k, self.quantile = int(k), float(quantile)
         order = np.random.default_rng(seed).permutation(len(log_i))
         n_ref = min(n_reference, len(log_i) // 2)
-        self.reference = self(log_i[order[:n_ref]])
+        self.reference = self._standard(log_i[order[:n_ref]])
         self.reference_offset = self.offset(log_i[order[:n_ref]]) if self.scale_free else None
         held_out = order[n_ref:n_ref + 2000]
         self.threshold = float(np.quantile(self.domain_score(log_i[held_out]), quantile))
+        if self.masked:
+            self.held_out = self._standard(log_i[held_out[:int(n_held_out)]])
+
+    @property
+    def n_features(self) -> int:
+        """Numbers per curve the networks read: n_q, or 2 n_q when ``masked`` (values and mask)."""
+        return len(self.mean) * (2 if self.masked else 1)
 
     @staticmethod
     def offset(log_i) -> np.ndarray:
-        """(n,) mean of log I over the q grid of each curve: the log of its geometric mean."""
-        return np.atleast_2d(np.asarray(log_i, dtype=np.float64)).mean(axis=-1)
+        """(n,) mean of log I over the measured q points of each curve (all of them for a complete
+        curve; NaN marks a point not measured): the log of its geometric mean there."""
+        return np.nanmean(np.atleast_2d(np.asarray(log_i, dtype=np.float64)), axis=-1)
 
     def centre(self, log_i) -> np.ndarray:
-        """log I with each curve's ``offset`` removed when ``scale_free``, else as given (float64)."""
+        """log I with each curve's ``offset`` removed when ``scale_free``, else as given (float64;
+        NaN stays NaN)."""
         log_i = np.asarray(log_i, dtype=np.float64)
         if not self.scale_free:
             return log_i
-        return log_i - log_i.mean(axis=-1, keepdims=True)
+        return log_i - np.nanmean(log_i, axis=-1, keepdims=True)
 
-    def __call__(self, log_i) -> np.ndarray:
+    def _standard(self, log_i) -> np.ndarray:
+        """(centred) log I standardised per q point, float32, NaN where not measured."""
         return ((self.centre(log_i) - self.mean) / self.std).astype(np.float32)
 
+    def __call__(self, log_i) -> np.ndarray:
+        z = self._standard(log_i)
+        if not self.masked:
+            if not np.isfinite(z).all():
+                raise ValueError("this model reads complete curves only (no NaN, no partial q range); "
+                                 "a model built with masked=True reads partial ones")
+            return z
+        mask = np.isfinite(z)
+        return np.concatenate([np.where(mask, z, 0.0), mask], axis=-1).astype(np.float32)
+
     def _neighbour_d2(self, log_i) -> np.ndarray:
-        z = self(np.atleast_2d(log_i)).astype(np.float64)
-        ref = self.reference.astype(np.float64)
+        z = self._standard(np.atleast_2d(log_i)).astype(np.float64)
+        ref = self.reference_values().astype(np.float64)
         return (z**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2 * z @ ref.T
 
+    def reference_values(self) -> np.ndarray:
+        """The reference curves' standardised values (n_reference, n_q)."""
+        return self.reference
+
+    def _window_d2(self, z_curves: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Squared distances (n, n_reference) of standardised curves to the reference curves over the
+        q points ``mask`` only, each side re-centred there when scale-free, times n_q / n_measured."""
+        n_q = len(self.mean)
+        sd = self.std[mask]
+        raw = z_curves[:, mask].astype(np.float64) * sd
+        ref = self.reference_values()[:, mask].astype(np.float64) * sd
+        if self.scale_free:
+            raw = raw - raw.mean(axis=1, keepdims=True)
+            ref = ref - ref.mean(axis=1, keepdims=True)
+        raw, ref = raw / sd, ref / sd
+        d2 = (raw ** 2).sum(1)[:, None] + (ref ** 2).sum(1)[None, :] - 2 * raw @ ref.T
+        return np.maximum(d2, 0) * n_q / mask.sum()
+
+    def threshold_for(self, mask) -> float:
+        """The domain threshold of curves measured on the q points ``mask`` (bool (n_q,)): the
+        ``quantile`` of the held-out training curves' scores on the same points; ``threshold``
+        for a complete curve."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.all():
+            return self.threshold
+        if self.held_out is None:
+            raise ValueError("this model reads complete curves only (built without masked=True)")
+        key = mask.tobytes()
+        if key not in self._thresholds:
+            d2 = self._window_d2(self.held_out, mask)
+            scores = np.sqrt(np.partition(d2, self.k - 1, axis=1)[:, self.k - 1])
+            self._thresholds[key] = float(np.quantile(scores, self.quantile))
+        return self._thresholds[key]
+
     def domain_score(self, log_i) -> np.ndarray:
-        d2 = self._neighbour_d2(log_i)
-        return np.sqrt(np.maximum(np.partition(d2, self.k - 1, axis=1)[:, self.k - 1], 0))
+        log_i = np.atleast_2d(np.asarray(log_i, dtype=np.float64))
+        full = np.isfinite(log_i).all(axis=1)
+        out = np.empty(len(log_i))
+        if full.any():
+            d2 = self._neighbour_d2(log_i[full])
+            out[full] = np.sqrt(np.maximum(np.partition(d2, self.k - 1, axis=1)[:, self.k - 1], 0))
+        if not full.all():
+            if not self.masked:
+                raise ValueError("this model reads complete curves only (no NaN, no partial q range)")
+            z = self._standard(log_i[~full])
+            rows = np.flatnonzero(~full)
+            for j, i in enumerate(rows):
+                d2 = self._window_d2(z[j:j + 1], np.isfinite(z[j]))
+                out[i] = np.sqrt(np.partition(d2, self.k - 1, axis=1)[0, self.k - 1])
+        return out
+
+    def domain_check(self, log_i) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, thresholds), each (n,): the domain score of every curve and the threshold it is
+        compared with (``threshold_for`` its measured points)."""
+        log_i = np.atleast_2d(np.asarray(log_i, dtype=np.float64))
+        thresholds = np.array([self.threshold_for(np.isfinite(row)) for row in log_i])
+        return self.domain_score(log_i), thresholds
 
     def scale(self, log_i) -> np.ndarray | None:
         """(n,) estimated intensity scale of each curve relative to the training curves, or None
@@ -460,13 +594,29 @@ class CurveFeatures:
         """
         if not self.scale_free:
             return None
-        d2 = self._neighbour_d2(log_i)
-        near = np.argpartition(d2, self.k - 1, axis=1)[:, :self.k]
-        return np.exp(self.offset(log_i) - np.asarray(self.reference_offset, dtype=np.float64)[near].mean(axis=1))
+        log_i = np.atleast_2d(np.asarray(log_i, dtype=np.float64))
+        ref_off = np.asarray(self.reference_offset, dtype=np.float64)
+        out = np.empty(len(log_i))
+        for i, row in enumerate(log_i):
+            mask = np.isfinite(row)
+            if mask.all():
+                d2 = self._neighbour_d2(row[None])
+                near = np.argpartition(d2, self.k - 1, axis=1)[0, :self.k]
+                out[i] = np.exp(row.mean() - ref_off[near].mean())
+                continue
+            # partial: the reference curves' mean log I over the same points, from their centred values
+            d2 = self._window_d2(self._standard(row[None]), mask)
+            near = np.argpartition(d2, self.k - 1, axis=1)[0, :self.k]
+            ref_log = (self.reference_values()[near].astype(np.float64) * self.std + self.mean)[:, mask]
+            out[i] = np.exp(row[mask].mean() - (ref_log.mean(axis=1) + ref_off[near]).mean())
+        return out
 
     def state(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "k": self.k, "threshold": self.threshold,
-                "quantile": self.quantile, "n_reference": len(self.reference), "scale_free": self.scale_free}
+        out = {"mean": self.mean.tolist(), "std": self.std.tolist(), "k": self.k, "threshold": self.threshold,
+               "quantile": self.quantile, "n_reference": len(self.reference), "scale_free": self.scale_free}
+        if self.masked:   # only then: cards of complete-curve models stay as they were
+            out.update(masked=True, n_held_out=len(self.held_out))
+        return out
 
     @classmethod
     def from_state(cls, state: dict, reference: np.ndarray) -> "CurveFeatures":
@@ -478,6 +628,9 @@ class CurveFeatures:
         obj.quantile = float(state.get("quantile", 0.999))  # cards before it was recorded: the default
         obj.scale_free = bool(state.get("scale_free", False))   # cards before scale-free models: not
         obj.reference_offset = np.zeros(len(obj.reference)) if obj.scale_free else None
+        obj.masked = bool(state.get("masked", False))
+        obj.held_out = np.zeros((int(state.get("n_held_out", 0)), len(obj.mean)), np.float32) if obj.masked else None
+        obj._thresholds = {}
         return obj
 
 
@@ -579,6 +732,13 @@ class ShapeInverter:
     conventions : dict, optional
         What the training curves assume and a measured curve must match (noise model,
         intensity unit and scale, contrast, background ...), written into the model card.
+    background : bool
+        True for a model trained on curves with a random flat background (a nuisance it reads
+        through): its second opinion is then asked to fit one too (``free_background=True``,
+        where the callable takes it). Recorded in the card's ``arch``.
+    q_required_nm : (float, float), optional
+        For a ``masked`` model (partial q ranges): the q range (nm^-1) every curve must cover, the
+        part of the grid that all training windows held (``random_crops``); default the whole grid.
 
     Notes
     -----
@@ -588,14 +748,18 @@ class ShapeInverter:
     sees, so a curve and the same curve times any positive factor get the same shape
     probabilities, posterior and domain score, and ``predict`` reports the factor as
     ``Verdict.scale``. Its second opinion is asked to fit a free scale too (it is called with
-    ``free_scale=True``). A flat background is not handled: it is no nuisance parameter yet, and
-    a curve with one must have it subtracted first.
+    ``free_scale=True``). A flat background is read through only by a model trained on curves
+    with random backgrounds (``background=True``), whose second opinion then fits one too; other
+    models need it subtracted first.
     """
 
     def __init__(self, q_nm, shapes, shape_params: dict, features: CurveFeatures,
                  transforms: dict, *, hidden: int = 128, n_blocks: int = 6, seed: int = 0,
-                 second_opinion=None, priors: dict | None = None, conventions: dict | None = None):
+                 second_opinion=None, priors: dict | None = None, conventions: dict | None = None,
+                 background: bool = False, q_required_nm=None):
         self.second_opinion = second_opinion
+        self.background = bool(background)
+        self.q_required_nm = None if q_required_nm is None else [float(v) for v in q_required_nm]
         self.q_nm = np.asarray(q_nm, dtype=np.float64)
         self.shapes = tuple(shapes)
         self.shape_params = {s: tuple(shape_params[s]) for s in self.shapes}
@@ -603,20 +767,32 @@ class ShapeInverter:
         self.priors = self._check_priors(priors)
         self.conventions = None if conventions is None else dict(conventions)
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "seed": seed}
+        if self.background:   # only then: cards of models without it stay as they were
+            self.arch["background"] = True
+        if self.q_required_nm is not None:
+            self.arch["q_required_nm"] = self.q_required_nm
         torch.manual_seed(seed)
-        n_q = len(self.q_nm)
-        self.net = nn.ModuleDict({"classifier": mlp(n_q, len(self.shapes), hidden=2 * hidden, depth=2, dropout=0.1),
+        n_in = int(getattr(features, "n_features", len(self.q_nm)))     # 2 n_q for a masked model
+        self.net = nn.ModuleDict({"classifier": mlp(n_in, len(self.shapes), hidden=2 * hidden, depth=2, dropout=0.1),
                                   "domain_reference": _Buffer(features.reference)})
         if self.scale_free:   # only then: the weights of models without it load as before
             self.net["domain_reference_offset"] = _Buffer(features.reference_offset)
+        if self.masked:
+            self.net["domain_held_out"] = _Buffer(features.held_out)
         for k, s in enumerate(self.shapes):
-            self.net[f"inn{k}"] = ConditionalINN(len(self.shape_params[s]), n_q, n_blocks=n_blocks,
+            self.net[f"inn{k}"] = ConditionalINN(len(self.shape_params[s]), n_in, n_blocks=n_blocks,
                                                  hidden=hidden, seed=seed + k)
 
     @property
     def scale_free(self) -> bool:
         """True when the model reads curves without their absolute scale (``CurveFeatures``)."""
         return bool(getattr(self.features, "scale_free", False))
+
+    @property
+    def masked(self) -> bool:
+        """True when the model reads curves measured on part of its q grid (``CurveFeatures``
+        ``masked``; NaN in log I where not measured)."""
+        return bool(getattr(self.features, "masked", False))
 
     def _check_priors(self, priors) -> dict | None:
         if priors is None:
@@ -667,7 +843,7 @@ class ShapeInverter:
     @classmethod
     def from_training_data(cls, q_nm, log_i, shape_labels, params, shapes, shape_params: dict,
                            param_names, dequantize: dict | None = None, *, scale_free: bool = False,
-                           **kwargs) -> "ShapeInverter":
+                           masked: bool = False, **kwargs) -> "ShapeInverter":
         """Fit the feature and parameter standardisation on training data and build the networks.
 
         Parameters
@@ -687,10 +863,14 @@ class ShapeInverter:
             so the answer does not depend on the curve's absolute scale (see the class Notes).
             The training curves can then be on any one scale; nothing is randomised. False
             (default): log I as given, on the training curves' absolute scale.
+        masked : bool
+            True: the networks read curves measured on part of the grid (NaN elsewhere) with a
+            mask (``CurveFeatures``); train them on such curves (``random_crops``) and pass
+            ``q_required_nm``. ``log_i`` here must be the complete curves.
         **kwargs
             Passed to the class (hidden, n_blocks, seed, second_opinion, priors, conventions).
         """
-        features = CurveFeatures(log_i, scale_free=scale_free)
+        features = CurveFeatures(log_i, scale_free=scale_free, masked=masked)
         transforms = {}
         for k, s in enumerate(shapes):
             cols = [list(param_names).index(p) for p in shape_params[s]]
@@ -713,8 +893,9 @@ class ShapeInverter:
         x_cls, y_cls = x[train_idx], labels[train_idx]
         if classifier_extra is not None:
             extra_x, extra_y = np.asarray(classifier_extra[0]), np.asarray(classifier_extra[1], dtype=np.int64)
-            if extra_x.ndim != 2 or extra_x.shape[1:] != x.shape[1:] or extra_y.shape != (len(extra_x),):
-                raise ValueError(f"classifier_extra must be (log_i (m, {x.shape[1]}), labels (m,)); got "
+            n_q = np.shape(log_i)[1]
+            if extra_x.ndim != 2 or extra_x.shape[1] != n_q or extra_y.shape != (len(extra_x),):
+                raise ValueError(f"classifier_extra must be (log_i (m, {n_q}), labels (m,)); got "
                                  f"{extra_x.shape} and {extra_y.shape}")
             if extra_y.min() < 0 or extra_y.max() >= len(self.shapes):
                 raise ValueError(f"classifier_extra labels must lie in [0, {len(self.shapes)})")
@@ -742,8 +923,10 @@ class ShapeInverter:
         return torch.softmax(logits, dim=1).numpy()
 
     def in_domain(self, log_i) -> np.ndarray:
-        """(n,) bool: curves whose domain score is at most the threshold (``CurveFeatures``)."""
-        return self.features.domain_score(log_i) <= self.features.threshold
+        """(n,) bool: curves whose domain score is at most the threshold (``CurveFeatures``; for a
+        partial curve the threshold of its measured points, ``CurveFeatures.threshold_for``)."""
+        score, threshold = self.features.domain_check(log_i)
+        return score <= threshold
 
     def classify(self, log_i, *, refine_below: float | None = REFINE_BELOW, effort: str = "fast") -> dict:
         """Shape probabilities from the network; where its top probability is below
@@ -785,21 +968,38 @@ class ShapeInverter:
 
     def _ask_second_opinion(self, log_i: np.ndarray, effort: str) -> np.ndarray:
         """The second opinion's posterior (n, n_shapes) for curves log_i (n, n_q) on the model's
-        grid; for a scale-free model it is asked with ``free_scale=True`` (it must fit the scale)."""
-        kwargs = {}
-        if self.scale_free:
-            import inspect
+        grid; for a scale-free model it is asked with ``free_scale=True`` (it must fit the scale),
+        and with ``priors=`` the model's priors where it takes them (so that a model trained on
+        other priors than the second opinion's default is judged under its own). Partial curves
+        (NaN where not measured) are passed in groups measured on the same points."""
+        import inspect
 
-            try:
-                params = inspect.signature(self.second_opinion).parameters.values()
-            except (TypeError, ValueError):     # no signature to read: just ask
-                params = ()
+        kwargs = {}
+        try:
+            params = list(inspect.signature(self.second_opinion).parameters.values())
+        except (TypeError, ValueError):     # no signature to read: just ask
+            params = []
+        if self.priors and any(p.name == "priors" for p in params):
+            kwargs["priors"] = self.priors
+        if self.background and any(p.name == "free_background" or p.kind is p.VAR_KEYWORD for p in params):
+            kwargs["free_background"] = True
+        if self.scale_free:
             if params and not any(p.name == "free_scale" or p.kind is p.VAR_KEYWORD for p in params):
                 raise ValueError("this model is scale-free, so its second opinion must fit a free intensity "
                                  "scale and accept free_scale=True (studies.bayes_shapes.second_opinion does); "
                                  f"{getattr(self.second_opinion, '__name__', self.second_opinion)!r} does not")
             kwargs["free_scale"] = True
-        return np.asarray(self.second_opinion(self.q_nm, log_i, self.shapes, effort, **kwargs), dtype=np.float64)
+        log_i = np.atleast_2d(np.asarray(log_i, dtype=np.float64))
+        masks = np.isfinite(log_i)
+        if masks.all():
+            return np.asarray(self.second_opinion(self.q_nm, log_i, self.shapes, effort, **kwargs), dtype=np.float64)
+        # partial curves (NaN where not measured): asked per set of measured points, on the model's grid
+        out = np.empty((len(log_i), len(self.shapes)))
+        keys = [m.tobytes() for m in masks]
+        for key in dict.fromkeys(keys):
+            rows = np.array([i for i, k in enumerate(keys) if k == key])
+            out[rows] = self.second_opinion(self.q_nm, log_i[rows], self.shapes, effort, **kwargs)
+        return out
 
     def fitted_scale(self, log_i) -> np.ndarray | None:
         """(n,) estimated intensity scale of curves log_i (n, n_q) relative to the training curves
@@ -861,15 +1061,28 @@ class ShapeInverter:
         return self._draw(log_i, shape, n_samples, seed, in_support)[0]
 
     def prepare_curve(self, q_nm, intensity) -> np.ndarray:
-        """Validate a measured curve and return log I on the model's q grid (interpolated in log-log)."""
+        """Validate a measured curve and return log I on the model's q grid (interpolated in log-log).
+
+        A curve that does not cover the grid is a ValueError naming the range needed, except for a
+        ``masked`` model when it covers ``q_required_nm``: log I is then NaN on the grid points
+        outside the curve's q range (not measured)."""
         from ..measured.io import validate_curve
 
         q, i = np.asarray(q_nm, dtype=np.float64), np.asarray(intensity, dtype=np.float64)
         validate_curve(q, i, name="curve", positive_intensity=True)
         lo, hi = self.q_nm[0], self.q_nm[-1]
         if q[0] > lo * (1 + 1e-9) or q[-1] < hi * (1 - 1e-9):
-            raise ValueError(f"the curve covers q in [{q[0]:.4g}, {q[-1]:.4g}] nm^-1 but the model needs "
-                             f"[{lo:.4g}, {hi:.4g}] nm^-1")
+            need = self.q_required_nm if self.masked and self.q_required_nm else [lo, hi]
+            if q[0] > need[0] * (1 + 1e-9) or q[-1] < need[1] * (1 - 1e-9):
+                partial = (f"; it reads a partial curve that covers at least [{need[0]:.4g}, {need[1]:.4g}] nm^-1 "
+                           f"(within its grid [{lo:.4g}, {hi:.4g}] nm^-1; the rest of the grid is masked)"
+                           if self.masked else " (this model reads complete curves only)")
+                raise ValueError(f"the curve covers q in [{q[0]:.4g}, {q[-1]:.4g}] nm^-1 but the model needs "
+                                 f"[{need[0]:.4g}, {need[1]:.4g}] nm^-1{partial}")
+            inside = (self.q_nm >= q[0] * (1 - 1e-9)) & (self.q_nm <= q[-1] * (1 + 1e-9))
+            out = np.full(len(self.q_nm), np.nan)
+            out[inside] = np.interp(np.log(self.q_nm[inside]), np.log(q), np.log(i))
+            return out
         if len(q) == len(self.q_nm) and np.allclose(q, self.q_nm, rtol=1e-9):
             return np.log(i)
         return np.interp(np.log(self.q_nm), np.log(q), np.log(i))
@@ -923,7 +1136,8 @@ class ShapeInverter:
         Parameters
         ----------
         q_nm, intensity : array_like, shape (n,)
-            The curve: q in nm^-1 (strictly increasing, covering the model's grid), I > 0 (in the
+            The curve: q in nm^-1 (strictly increasing, covering the model's grid, or for a
+            ``masked`` model at least ``q_required_nm``: the rest of the grid is masked), I > 0 (in the
             model's absolute unit; any positive multiple of it for a scale-free model).
         n_samples : int
             Posterior draws.
@@ -955,8 +1169,12 @@ class ShapeInverter:
             raise ValueError(f"n_samples={n_samples!r} must be a positive integer")
         refine_below = _check_refine_below(refine_below)
         log_i = self.prepare_curve(q_nm, intensity)
-        score, threshold = float(self.features.domain_score(log_i)[0]), float(self.features.threshold)
-        diagnostics = {"model_q_range_nm": [float(self.q_nm[0]), float(self.q_nm[-1])], "scale_free": self.scale_free}
+        scores, thresholds = self.features.domain_check(log_i)
+        score, threshold = float(scores[0]), float(thresholds[0])
+        measured = np.isfinite(log_i)
+        diagnostics = {"model_q_range_nm": [float(self.q_nm[0]), float(self.q_nm[-1])], "scale_free": self.scale_free,
+                       "measured_fraction": float(measured.mean()),
+                       "measured_q_range_nm": [float(self.q_nm[measured][0]), float(self.q_nm[measured][-1])]}
         common = {"domain_score": score, "domain_threshold": threshold, "level": level,
                   "refine_below": refine_below, "diagnostics": diagnostics}
 
@@ -1070,6 +1288,8 @@ class ShapeInverter:
         obj.features.reference = obj.net["domain_reference"].value.numpy()
         if obj.scale_free:
             obj.features.reference_offset = obj.net["domain_reference_offset"].value.numpy().astype(np.float64)
+        if obj.masked:
+            obj.features.held_out = obj.net["domain_held_out"].value.numpy()
         return obj
 
 

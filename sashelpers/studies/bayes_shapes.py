@@ -20,7 +20,14 @@ with their mean log I removed). The marginal likelihoods integrate the profiled 
 the shape parameters (the scale is maximised, not integrated): the expected information on a is
 n_q (1 / sigma^2 + 2) whatever the shape and its parameters, so integrating a as well, under a
 log-uniform scale prior, would multiply every shape's evidence by the same factor (in Laplace's
-approximation), which cancels in p(shape | curve). A flat background is not fitted.
+approximation), which cancels in p(shape | curve).
+
+*Free background* (``free_background=True``): the model is S I_model(q) + B with a flat B >= 0 as
+well as the scale S; both are fitted for every shape-parameter value (``background_fit``: least
+squares on the relative residual, or B = 0 with the exact scale where that fits better) and, like
+the scale, maximised rather than integrated in the marginal likelihoods. The answer is again the
+same for c * I as for I. The start search then compares the lower 60 % of the q points only.
+A model trained with backgrounds (``learn.inn.ShapeInverter(background=True)``) asks for it.
 
 * ``best_fit(shape, q, log_i)``: the maximum-likelihood parameters of one shape within its
   prior support (``SUPPORT``; the hard-sphere volume fraction runs over its six prior values),
@@ -68,6 +75,33 @@ SUPPORT = {"radius_nm": (0.2, 10.0), "radius_pd": (0.0, 0.3),
            "length_nm": (1.0, 50.0), "length_pd": (0.0, 0.3)}
 _LOG_COORD = ("radius_nm", "length_nm")   # fitted in log; the widths linearly
 
+
+def _priors(priors):
+    """The prior set {shape: {parameter: prior}}: a name of ``inn_scatterers.PRIOR_SETS`` ("paper",
+    "wide") or such a dict (e.g. a model card's ``priors``)."""
+    return s1.prior_set(priors)
+
+
+def _prior_key(priors) -> str:
+    import json
+
+    return priors if isinstance(priors, str) else json.dumps(priors, sort_keys=True, default=str)
+
+
+def support(priors="paper") -> dict:
+    """{parameter: (lo, hi)} where the fits of a prior set search (``SUPPORT`` for the paper's):
+    each continuous parameter's prior bounds, an open upper end cut at the prior mean + 8 sd (prior
+    mass beyond < 1e-15); the same over shapes (study 1's shapes share their size priors)."""
+    out = {}
+    for shape_priors in _priors(priors).values():
+        for name, pr in shape_priors.items():
+            if pr.get("values") is not None or name in out:
+                continue
+            lo = pr.get("lower")
+            hi = pr.get("upper") if pr.get("upper") is not None else pr["mean"] + 8.0 * pr["sd"]
+            out[name] = (float(lo), float(hi))
+    return out
+
 #: Library sizes (curves drawn over the support) for the start search, per shape and fixed value.
 LIBRARY_SIZE = {"sphere": 3000, "sphere@hardsphere": 1500, "cylinder": 6000}
 
@@ -78,7 +112,7 @@ _LIBRARIES: dict = {}
 # input checks, coordinates, likelihood
 # ---------------------------------------------------------------------------------------------
 
-def _check_curves(q_nm, log_i) -> tuple[np.ndarray, np.ndarray, bool]:
+def _check_curves(q_nm, log_i, missing: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
     q = np.asarray(q_nm, dtype=np.float64)
     if q.ndim != 1 or q.size < 2 or not np.all(np.isfinite(q)) or np.any(q <= 0):
         raise ValueError("q_nm must be a 1D array of at least 2 finite, positive values (nm^-1)")
@@ -91,6 +125,8 @@ def _check_curves(q_nm, log_i) -> tuple[np.ndarray, np.ndarray, bool]:
     if y.shape[0] == 0:
         raise ValueError("log_i holds no curves")
     bad = ~np.isfinite(y)
+    if missing:              # NaN marks a point not measured (a partial curve); inf is still an error
+        bad = np.isinf(y)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         raise ValueError(f"log_i has {int(bad.sum())} non-finite values (NaN or inf) in "
@@ -109,9 +145,10 @@ def _fixed_options(shape: str) -> list[dict]:
     return [{}]
 
 
-def _bounds(names) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.array([np.log(SUPPORT[n][0]) if n in _LOG_COORD else SUPPORT[n][0] for n in names])
-    hi = np.array([np.log(SUPPORT[n][1]) if n in _LOG_COORD else SUPPORT[n][1] for n in names])
+def _bounds(names, priors="paper") -> tuple[np.ndarray, np.ndarray]:
+    sup = SUPPORT if priors == "paper" else support(priors)
+    lo = np.array([np.log(sup[n][0]) if n in _LOG_COORD else sup[n][0] for n in names])
+    hi = np.array([np.log(sup[n][1]) if n in _LOG_COORD else sup[n][1] for n in names])
     return lo, hi
 
 
@@ -153,6 +190,53 @@ def _profile_offset_t(r, noise):
     return top[..., 0] - torch.log(t)
 
 
+def _scale_background_t(y, m, noise):
+    """The intensity scale S and flat background B >= 0 of the model I_obs ~ S exp(m) + B (last
+    axis: q), by least squares on the relative residual, sum_q (1 - (S e^m + B) / I_obs)^2 (close
+    to the maximum likelihood for I_obs = I * N(1, noise)); where the best B would be negative, or
+    where B = 0 with the exact maximum-likelihood scale (``profile_offset``) fits better, that. Returns (log of the
+    model with its nuisances, log I_obs-shaped; log S; B in I_obs's unit), computed in shifted
+    units so that nothing overflows."""
+    import torch
+
+    d = m - y
+    top = d.amax(-1, keepdim=True)
+    a = torch.exp(d - top)                            # (S e^m) / I_obs = S' a
+    y_min = y.amin(-1, keepdim=True)
+    c = torch.exp(y_min - y)                          # B / I_obs = B' c
+    saa, scc, sac = (a * a).sum(-1), (c * c).sum(-1), (a * c).sum(-1)
+    sa, sc_ = a.sum(-1), c.sum(-1)
+    det = saa * scc - sac * sac
+    s_w = (sa * scc - sc_ * sac) / det
+    b_w = (saa * sc_ - sac * sa) / det
+    ok = torch.isfinite(s_w) & torch.isfinite(b_w) & (b_w > 0) & (s_w > 0) & (det > 1e-12 * saa * scc)
+    a0 = _profile_offset_t(-d, noise)                 # log S of the background-free fit
+    s_w = torch.where(ok, s_w, torch.zeros_like(s_w))
+    b_w = torch.where(ok, b_w, torch.zeros_like(b_w))
+    mm_w = y + torch.log((s_w[..., None] * a + b_w[..., None] * c).clamp_min(1e-300))
+    mm_0 = m + a0[..., None]
+
+    def dev(mm):
+        return (torch.expm1(y - mm) ** 2 / noise ** 2 - 2.0 * (y - mm)).sum(-1)
+
+    ok = ok & (dev(mm_w) < dev(mm_0))        # least squares is near, not at, the maximum: keep the better
+    log_s = torch.where(ok, torch.log(s_w.clamp_min(1e-300)) - top[..., 0], a0)
+    mm = torch.where(ok[..., None], mm_w, mm_0)
+    return mm, log_s, torch.where(ok, b_w * torch.exp(y_min[..., 0]), torch.zeros_like(b_w))
+
+
+def background_fit(log_i_obs, log_i_model, noise: float = NOISE) -> dict:
+    """The intensity scale and flat background of a model curve fitted to an observed one
+    (``_scale_background_t``): {"scale": S (dimensionless), "background": B (the unit of I_obs),
+    "log_i": log(S I_model + B)}, for I_obs ~ S I_model + B; B = 0 where a positive one does not help."""
+    import torch
+
+    y = torch.as_tensor(np.asarray(log_i_obs, dtype=np.float64))
+    m = torch.as_tensor(np.asarray(log_i_model, dtype=np.float64))
+    mm, log_s, b = _scale_background_t(y, m.expand_as(y), noise)
+    return {"scale": np.exp(log_s.numpy()), "background": b.numpy(), "log_i": mm.numpy()}
+
+
 def deviance(log_i_obs, log_i_model, noise: float = NOISE, free_scale: bool = False) -> np.ndarray:
     """-2 log L of observed log I given model log I (last axis: q), without the constant
     n_q log(2 pi noise^2); exact for I_obs = I_model * N(1, noise). With ``free_scale`` the model
@@ -167,24 +251,36 @@ def deviance(log_i_obs, log_i_model, noise: float = NOISE, free_scale: bool = Fa
     return np.where(np.isfinite(out), out, np.inf)
 
 
-def _deviance_t(y, m, noise, free_scale: bool = False):
+def _deviance_t(y, m, noise, free_scale: bool = False, free_background: bool = False):
     import torch
 
-    r = y - m
-    if free_scale:
+    if free_background:
+        r = y - _scale_background_t(y, m, noise)[0]
+    else:
+        r = y - m
+    if free_scale and not free_background:
         r = r - _profile_offset_t(r, noise)[..., None]
     out = (torch.expm1(r) ** 2 / noise ** 2 - 2.0 * r).sum(-1)
     return torch.where(torch.isfinite(out), out, torch.full_like(out, float("inf")))
 
 
-def log_prior(shape: str, params: dict) -> np.ndarray:
+def log_prior(shape: str, params: dict, priors="paper") -> np.ndarray:
     """log prior density of ``shape``'s continuous parameters (volume fraction excluded: it is
-    summed over), in physical units, including the truncation normalisations; -inf outside."""
+    summed over), in physical units, including the truncation normalisations; -inf outside.
+    ``priors``: the prior set (``inn_scatterers.PRIOR_SETS`` name or dict); truncated normal and
+    log-uniform priors."""
     from scipy.stats import truncnorm
 
     out = 0.0
     for name in fit_names(shape):
-        pr = s1.PRIORS[shape][name]
+        pr = _priors(priors)[shape][name]
+        if pr["distribution"] == "log-uniform":
+            v = np.asarray(params[name], dtype=np.float64)
+            inside = (v >= pr["lower"]) & (v <= pr["upper"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lp = -np.log(v) - np.log(np.log(pr["upper"] / pr["lower"]))
+            out = out + np.where(inside, lp, -np.inf)
+            continue
         lo = -np.inf if pr["lower"] is None else pr["lower"]
         hi = np.inf if pr["upper"] is None else pr["upper"]
         a, b = (lo - pr["mean"]) / pr["sd"], (hi - pr["mean"]) / pr["sd"]
@@ -229,12 +325,12 @@ def _log_intensity(shape, q, names, u, fixed, dtype, device, chunk: int = 512, p
 # start search: a library of curves over the support
 # ---------------------------------------------------------------------------------------------
 
-def _draw_support(shape, names, rng, n):
+def _draw_support(shape, names, rng, n, priors="paper"):
     """Half from the prior, half spread over the whole support (log-uniform radius and length,
     uniform widths), in fit coordinates, shape (n, k)."""
     n_prior = n // 2
-    prior = s1.sample_parameters(shape, rng, max(n_prior, 1))
-    lo, hi = _bounds(names)
+    prior = s1.sample_parameters(shape, rng, max(n_prior, 1), _priors(priors))
+    lo, hi = _bounds(names, priors)
     u = np.empty((n, len(names)))
     for j, name in enumerate(names):
         wide = rng.uniform(lo[j], hi[j], n - n_prior)
@@ -245,10 +341,11 @@ def _draw_support(shape, names, rng, n):
 
 
 def library(shape: str, q_nm, n: int | None = None, *, seed: int = 0, dtype=None, device="cpu",
-            pd_n: int = 15) -> dict:
-    """Curves of ``shape`` over its support for the start search (cached per arguments; only
-    starting points, so the dispersity mesh is coarser than the data's 35 points by default):
-    {"names", "u": (n, k) fit coordinates, "fixed": list of {name: value}, "log_i": (n_fixed, n, n_q)}."""
+            pd_n: int = 15, priors="paper") -> dict:
+    """Curves of ``shape`` over its support (of the prior set ``priors``) for the start search
+    (cached per arguments; only starting points, so the dispersity mesh is coarser than the data's
+    35 points by default): {"names", "u": (n, k) fit coordinates, "fixed": list of {name: value},
+    "log_i": (n_fixed, n, n_q), "priors"}."""
     import torch
 
     q = sc._check_q(q_nm)
@@ -256,12 +353,12 @@ def library(shape: str, q_nm, n: int | None = None, *, seed: int = 0, dtype=None
     if n < 1:
         raise ValueError(f"n={n!r} must be a positive library size")
     dtype = torch.float32 if dtype is None else dtype
-    key = (shape, q.tobytes(), n, int(seed), str(dtype), str(device), int(pd_n))
+    key = (shape, q.tobytes(), n, int(seed), str(dtype), str(device), int(pd_n), _prior_key(priors))
     if key in _LIBRARIES:
         return _LIBRARIES[key]
     names = fit_names(shape)
     rng = np.random.default_rng([int(seed), sc.SHAPES.index(shape), 7])
-    u = _draw_support(shape, names, rng, n)
+    u = _draw_support(shape, names, rng, n, priors)
     ut = torch.as_tensor(u, dtype=torch.float64, device=device)
     fixed = _fixed_options(shape)
     curves = []
@@ -269,25 +366,33 @@ def library(shape: str, q_nm, n: int | None = None, *, seed: int = 0, dtype=None
         fxt = {k: torch.full((n,), v, dtype=torch.float64, device=device) for k, v in fx.items()}
         curves.append(_log_intensity(shape, q, names, ut, fxt, dtype, device, pd_n=pd_n)
                       .cpu().numpy().astype(np.float32))
-    lib = {"names": names, "u": u, "fixed": fixed, "log_i": np.stack(curves)}
+    lib = {"names": names, "u": u, "fixed": fixed, "log_i": np.stack(curves), "priors": priors}
     _LIBRARIES[key] = lib
     return lib
 
 
-def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64, free_scale: bool = False):
+def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64, free_scale: bool = False,
+            low_q: bool = False, cols=None):
     """Per curve and fixed option, up to n_starts library points with the smallest squared
     log-residual that are at least min_sep apart (in coordinates scaled by the support width);
-    with ``free_scale``, of the curves with their mean log I over q removed.
+    with ``free_scale``, of the curves with their mean log I over q removed; with ``low_q``, over
+    the lower 60 % of the q points only (where a flat background matters least); ``cols``: the
+    library's q points the curves were measured on (all by default).
     Returns an int array (n_curves, n_fixed, n_starts) of library indices."""
     names = lib["names"]
-    lo, hi = _bounds(names)
+    lo, hi = _bounds(names, lib.get("priors", "paper"))
     us = (lib["u"] - lo) / (hi - lo)
+    cut = int(np.ceil(0.6 * y.shape[1])) if low_q else y.shape[1]
+    y = y[:, :cut]
     if free_scale:
         y = y - y.mean(axis=1, keepdims=True)
     y32 = y.astype(np.float32)
     n_cand = min(n_cand, lib["u"].shape[0])
     out = np.empty((y.shape[0], len(lib["fixed"]), n_starts), dtype=np.int64)
     for f, curves in enumerate(lib["log_i"]):
+        if cols is not None:
+            curves = curves[:, cols]
+        curves = curves[:, :cut]
         finite = np.isfinite(curves).all(axis=1)
         c = np.where(finite[:, None], curves, 0.0).astype(np.float32)
         if free_scale:
@@ -314,7 +419,8 @@ def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64, free
 # ---------------------------------------------------------------------------------------------
 
 def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol: float,
-        group=None, prune_after: int | None = None, free_scale: bool = False):
+        group=None, prune_after: int | None = None, free_scale: bool = False, priors="paper",
+        free_background: bool = False):
     """Minimise the deviance for each row of u0 against its curve y (both (B, .) tensors).
 
     Rows that share a ``group`` (the same curve) compete: after ``prune_after`` iterations, a row
@@ -325,12 +431,12 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
     """
     import torch
 
-    lo, hi = (torch.as_tensor(b, dtype=torch.float64, device=device) for b in _bounds(names))
+    lo, hi = (torch.as_tensor(b, dtype=torch.float64, device=device) for b in _bounds(names, priors))
     B, k = u0.shape
     h = torch.full((k,), 1e-3 if dtype == torch.float64 else 3e-3, dtype=torch.float64, device=device)
     u = u0.clone()
     m = _log_intensity(shape, q, names, u, fixed, dtype, device)
-    D = _deviance_t(y, m, noise, free_scale)
+    D = _deviance_t(y, m, noise, free_scale, free_background)
     lam = torch.full((B,), 1e-2, dtype=torch.float64, device=device)
     J = torch.zeros(B, q.size, k, dtype=torch.float64, device=device)
     stale = torch.ones(B, dtype=torch.bool, device=device)
@@ -358,13 +464,19 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
             n_eval += idx.numel() * k
         rows = torch.nonzero(active).flatten()
         Jr, ur = J[rows], u[rows]
-        r = y[rows] - m[rows]
-        if free_scale:
-            r = r - _profile_offset_t(r, noise)[:, None]
+        if free_background:
+            # the model with its nuisances, log(S e^m + B): d/dm = S e^m / (S e^m + B) per point
+            mm, log_s, _ = _scale_background_t(y[rows], m[rows], noise)
+            r = y[rows] - mm
+            Jr = Jr * torch.exp(m[rows] + log_s[:, None] - mm)[..., None]
+        else:
+            r = y[rows] - m[rows]
+            if free_scale:
+                r = r - _profile_offset_t(r, noise)[:, None]
         e = torch.exp(r)
         dD_dm = -(2.0 * (e - 1.0) * e / noise ** 2 - 2.0)
         g = torch.einsum("bqk,bq->bk", Jr, dD_dm)
-        Jh = Jr - Jr.mean(dim=1, keepdim=True) if free_scale else Jr
+        Jh = Jr - Jr.mean(dim=1, keepdim=True) if (free_scale or free_background) else Jr
         H = w * torch.einsum("bqk,bql->bkl", Jh, Jh)
         frozen = ((ur <= lo + 1e-12) & (g > 0)) | ((ur >= hi - 1e-12) & (g < 0))
         keep = (~frozen).to(torch.float64)
@@ -375,7 +487,7 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
         u_new = torch.clamp(ur + delta, lo, hi)
         m_new = _log_intensity(shape, q, names, u_new, {kk: v[rows] for kk, v in fixed.items()}, dtype, device)
         n_eval += rows.numel()
-        D_new = _deviance_t(y[rows], m_new, noise, free_scale)
+        D_new = _deviance_t(y[rows], m_new, noise, free_scale, free_background)
         acc = D_new < D[rows]
         gain = D[rows] - torch.where(acc, D_new, D[rows])
         ra = rows[acc]
@@ -390,8 +502,10 @@ def _lm(shape, q, names, y, u0, fixed, noise, dtype, device, max_iter: int, tol:
 
 def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | None = None,
              library_size: int | None = None, max_iter: int = 40, prune_after: int | None = 6, seed: int = 0,
-             dtype=None, device="cpu", return_all: bool = False, free_scale: bool = False) -> dict:
-    """Maximum-likelihood parameters of ``shape`` for one curve (log_i (n_q,)) or a batch (n, n_q).
+             dtype=None, device="cpu", return_all: bool = False, free_scale: bool = False,
+             priors="paper", free_background: bool = False, library_q=None) -> dict:
+    """Maximum-likelihood parameters of ``shape`` for one curve (log_i (n_q,)) or a batch (n, n_q),
+    within the support of the prior set ``priors`` (``support``; "paper" or "wide" or a dict).
 
     Searches ``library(shape, q, library_size)`` for ``n_starts`` distinct starts per curve (and
     per volume fraction for hard spheres), refines each by Levenberg-Marquardt on ``deviance``
@@ -414,9 +528,18 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
     if int(n_starts) != n_starts or n_starts < 1:
         raise ValueError(f"n_starts={n_starts!r} must be a positive integer")
     names = fit_names(shape)
-    lib = library(shape, q, library_size, seed=seed, dtype=dtype, device=device)
+    cols = None
+    if library_q is not None:        # a partial curve: the library on the whole grid, its measured columns
+        library_q = sc._check_q(library_q)
+        cols = np.searchsorted(library_q, q)
+        if np.any(cols >= library_q.size) or not np.allclose(library_q[np.minimum(cols, library_q.size - 1)], q,
+                                                             rtol=1e-12):
+            raise ValueError("q_nm must be a subset of library_q (the measured points of its grid)")
+    lib = library(shape, q if library_q is None else library_q, library_size, seed=seed, dtype=dtype, device=device,
+                  priors=priors)
     n, n_fix, k = y.shape[0], len(lib["fixed"]), len(names)
-    idx = _starts(lib, y, int(n_starts), free_scale=free_scale)  # (n, n_fix, n_starts)
+    idx = _starts(lib, y, int(n_starts), free_scale=free_scale or free_background,
+                  low_q=free_background, cols=cols)  # (n, n_fix, n_starts)
     u0 = lib["u"][idx].reshape(-1, k)
     curve_of = np.repeat(np.arange(n), n_fix * n_starts)
     fix_of = np.tile(np.repeat(np.arange(n_fix), n_starts), n)
@@ -426,7 +549,7 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
     u, D, _, n_eval = _lm(shape, q, names, yt, torch.as_tensor(u0, dtype=torch.float64, device=device),
                           fixed, noise, dtype, device, max_iter, 1e-2,
                           group=torch.as_tensor(curve_of, device=device), prune_after=prune_after,
-                          free_scale=free_scale)
+                          free_scale=free_scale, priors=priors, free_background=free_background)
     u_all = u.cpu().numpy().reshape(n, n_fix * n_starts, k)
     D_all = D.cpu().numpy().reshape(n, n_fix * n_starts)
     best = np.argmin(np.where(np.isfinite(D_all), D_all, np.inf), axis=1)
@@ -435,16 +558,19 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
     fx_best = {kk: v[torch.as_tensor(rows, device=device)] for kk, v in fixed.items()}
     m64 = _log_intensity(shape, q, names, ub, fx_best, torch.float64, device)
     y64 = torch.as_tensor(y, dtype=torch.float64, device=device)
-    D64 = _deviance_t(y64, m64, noise, free_scale).cpu().numpy()
+    D64 = _deviance_t(y64, m64, noise, free_scale, free_background).cpu().numpy()
     params = to_params(names, u_all[np.arange(n), best])
     for kk, v in fx_best.items():
         params[kk] = v.cpu().numpy()
     out = {"params": params, "deviance": D64}
-    if free_scale:
+    if free_background:
+        _, log_s, bg = _scale_background_t(y64, m64, noise)
+        out["scale"], out["background"] = np.exp(log_s.cpu().numpy()), bg.cpu().numpy()
+    elif free_scale:
         out["scale"] = np.exp(_profile_offset_t(y64 - m64, noise).cpu().numpy())
     if single:
         out = {"params": {kk: float(v[0]) for kk, v in params.items()}, "deviance": float(D64[0]),
-               **({"scale": float(out["scale"][0])} if free_scale else {})}
+               **{kk: float(out[kk][0]) for kk in ("scale", "background") if kk in out}}
     if return_all:
         out.update(all_u=u_all, all_deviance=D_all, fixed=[lib["fixed"][f] for f in range(n_fix)],
                    n_starts=int(n_starts), n_eval=int(n_eval))
@@ -465,9 +591,10 @@ def _merge_fits(old: dict, new: dict, rows: np.ndarray) -> dict:
     out["params"] = {k: v.copy() for k, v in old["params"].items()}
     for k, v in new["params"].items():
         out["params"][k][rows[better]] = v[better]
-    if "scale" in old:
-        out["scale"] = old["scale"].copy()
-        out["scale"][rows[better]] = new["scale"][better]
+    for key in ("scale", "background"):
+        if key in old:
+            out[key] = old[key].copy()
+            out[key][rows[better]] = new[key][better]
     n_fix = len(old["fixed"])
     k = old["all_u"].shape[-1]
     s_old, s_new = old["n_starts"], new["n_starts"]
@@ -486,7 +613,8 @@ def _merge_fits(old: dict, new: dict, rows: np.ndarray) -> dict:
 
 def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float = NOISE,
                     fit_kwargs: dict | None = None, keep_fits: bool = False,
-                    refine_window: float = 30.0, refine_starts: int = 8, free_scale: bool = False) -> dict:
+                    refine_window: float = 30.0, refine_starts: int = 8, free_scale: bool = False,
+                    priors="paper", free_background: bool = False) -> dict:
     """Best-fit deviance of each shape for each curve, and the maximum-likelihood verdict.
 
     Every shape is fitted to every curve (``best_fit``); then, where two or more shapes come
@@ -509,7 +637,8 @@ def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float 
                                or labels.min() < 0 or labels.max() >= len(shapes)):
         raise ValueError(f"labels must be {y.shape[0]} integers in [0, {len(shapes)}) (indices into "
                          f"shapes); got shape {labels.shape}, dtype {labels.dtype}")
-    fits = {s: best_fit(s, q, y, noise=noise, return_all=True, free_scale=free_scale, **(fit_kwargs or {}))
+    fits = {s: best_fit(s, q, y, noise=noise, return_all=True, free_scale=free_scale, priors=priors,
+                        free_background=free_background, **(fit_kwargs or {}))
             for s in shapes}
     D = np.stack([fits[s]["deviance"] for s in shapes], axis=1)
     if refine_window and refine_window > 0 and len(shapes) > 1:
@@ -519,13 +648,17 @@ def ambiguity_table(q_nm, log_i, labels=None, *, shapes=sc.SHAPES, noise: float 
             rows = np.flatnonzero(near[:, k])
             if rows.size and refine_starts > fits[s]["n_starts"]:
                 kw = dict(fit_kwargs or {}, n_starts=int(refine_starts))
-                again = best_fit(s, q, y[rows], noise=noise, return_all=True, free_scale=free_scale, **kw)
+                again = best_fit(s, q, y[rows], noise=noise, return_all=True, free_scale=free_scale,
+                                 priors=priors, free_background=free_background, **kw)
                 fits[s] = _merge_fits(fits[s], again, rows)
         D = np.stack([fits[s]["deviance"] for s in shapes], axis=1)
     out = {"deviance": D, "params": {s: fits[s]["params"] for s in shapes}, "ml_shape": np.argmin(D, 1), "noise": noise,
-           "shapes": shapes, "free_scale": bool(free_scale)}
-    if free_scale:
+           "shapes": shapes, "free_scale": bool(free_scale), "priors": priors,
+           "free_background": bool(free_background)}
+    if free_scale or free_background:
         out["scale"] = {s: fits[s]["scale"] for s in shapes}
+    if free_background:
+        out["background"] = {s: fits[s]["background"] for s in shapes}
     if labels is not None:
         n = y.shape[0]
         wrong = D.copy()
@@ -575,7 +708,8 @@ def summarize(table: dict, thresholds=(2.0, 6.0)) -> dict:
 
 def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_samples: int = 400,
                  n_rounds: int = 3, seed: int = 0, dtype=None, device="cpu", window: float = 30.0,
-                 df: float = 4.0, inflate: float = 1.5, defensive: float = 0.1, free_scale: bool = False) -> dict:
+                 df: float = 4.0, inflate: float = 1.5, defensive: float = 0.1, free_scale: bool = False,
+                 priors="paper", free_background: bool = False) -> dict:
     """log p(curve | shape): the likelihood integrated over the prior, per curve.
 
     ``fit`` is ``best_fit(shape, q, log_i, return_all=True)``. Adaptive importance sampling
@@ -602,7 +736,7 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
     dtype = torch.float32 if dtype is None else dtype
     names = fit_names(shape)
     k = len(names)
-    lo, hi = _bounds(names)
+    lo, hi = _bounds(names, priors)
     n, n_fix, n_st = y.shape[0], len(fit["fixed"]), fit["n_starts"]
     if fit["all_u"].shape[0] != n:
         raise ValueError(f"fit holds {fit['all_u'].shape[0]} curves but log_i {n}")
@@ -610,7 +744,10 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
     D_all = fit["all_deviance"].reshape(n, n_fix, n_st)
     u_all = fit["all_u"].reshape(n, n_fix, n_st, k)
     D_best = np.min(np.where(np.isfinite(D_all), D_all, np.inf).reshape(n, -1), axis=1)
-    sd_prior = np.array([s1.PRIORS[shape][nm]["sd"] for nm in names])
+    table = _priors(priors)[shape]
+    # prior sd per coordinate: a log-uniform prior's in its (log) fit coordinate, marked by a negative sign
+    sd_prior = np.array([-np.log(table[nm]["upper"] / table[nm]["lower"]) / np.sqrt(12.0)
+                         if table[nm]["distribution"] == "log-uniform" else table[nm]["sd"] for nm in names])
     scale_t = (df - 2.0) / df                     # t shape matrix from a covariance
     log_z, ess = np.full(n, -np.inf), np.full(n, np.nan)
 
@@ -620,7 +757,7 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
               for kk, v in fit["fixed"][f].items()}
         m = _log_intensity(shape, q, names, Ut, fx, dtype, device)
         yt = torch.as_tensor(y[i], dtype=torch.float64, device=device)[None]
-        return -0.5 * (_deviance_t(yt, m, noise, free_scale).cpu().numpy() - D_best[i])
+        return -0.5 * (_deviance_t(yt, m, noise, free_scale, free_background).cpu().numpy() - D_best[i])
 
     for i in range(n):
         per_fix, ess_i = [], []
@@ -633,15 +770,16 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
                 c = u_all[i, f, j]
                 if any(np.abs(c - m0).max() <= 1e-3 for m0, _ in comps):
                     continue
-                cov = _fisher_cov(shape, q, names, c, fit["fixed"][f], noise, dtype, device, free_scale)
+                cov = _fisher_cov(shape, q, names, c, fit["fixed"][f], noise, dtype, device, free_scale, priors)
                 phys = to_params(names, c)
-                sd_u = np.array([sd_prior[t] / phys[nm] if nm in _LOG_COORD else sd_prior[t]
-                                 for t, nm in enumerate(names)])
+                sd_u = np.array([-sd_prior[t] if sd_prior[t] < 0 else sd_prior[t] / phys[nm] if nm in _LOG_COORD
+                                 else sd_prior[t] for t, nm in enumerate(names)])
                 cov = np.linalg.inv(np.linalg.inv(cov) + np.diag(1.0 / sd_u ** 2)) * inflate ** 2
                 comps.append((c, 0.5 * (cov + cov.T)))
             mix = np.full(len(comps), 1.0 / len(comps))
             for rnd in range(int(n_rounds)):
-                U, lq, lprior = _draw_mixture(shape, names, comps, mix, defensive, df, scale_t, n_samples, rng)
+                U, lq, lprior = _draw_mixture(shape, names, comps, mix, defensive, df, scale_t, n_samples, rng,
+                                              priors)
                 inside = np.all((U >= lo) & (U <= hi), axis=1)
                 lw = np.full(U.shape[0], -np.inf)
                 if inside.any():
@@ -666,7 +804,7 @@ def _t_logpdf(U, mean, cov, df, scale_t):
     return np.atleast_1d(multivariate_t(loc=mean, shape=cov * scale_t, df=df, allow_singular=True).logpdf(U))
 
 
-def _draw_mixture(shape, names, comps, mix, defensive, df, scale_t, n, rng):
+def _draw_mixture(shape, names, comps, mix, defensive, df, scale_t, n, rng, priors="paper"):
     """n draws from sum_c (1 - defensive) mix_c t_c + defensive prior, in fit coordinates, with
     the log proposal density and the log prior density (fit coordinates) of each draw."""
     from scipy.special import logsumexp
@@ -677,10 +815,10 @@ def _draw_mixture(shape, names, comps, mix, defensive, df, scale_t, n, rng):
     counts = rng.multinomial(n - n_def, mix)
     parts = [multivariate_t(loc=m, shape=c * scale_t, df=df, allow_singular=True, seed=rng)
              .rvs(size=int(nc)).reshape(int(nc), k) for (m, c), nc in zip(comps, counts) if nc > 0]
-    draw = s1.sample_parameters(shape, rng, n_def)
+    draw = s1.sample_parameters(shape, rng, n_def, _priors(priors))
     parts.append(np.stack([np.log(draw[nm]) if nm in _LOG_COORD else draw[nm] for nm in names], axis=1))
     U = np.concatenate(parts)
-    lprior = log_prior(shape, to_params(names, U)) + _log_jacobian(names, U)
+    lprior = log_prior(shape, to_params(names, U), priors) + _log_jacobian(names, U)
     terms = [np.log((1.0 - defensive) * w) + _t_logpdf(U, m, c, df, scale_t)
              for (m, c), w in zip(comps, mix) if w > 0]
     lq = logsumexp(np.stack(terms + [np.log(defensive) + lprior]), axis=0)
@@ -722,7 +860,7 @@ def _refit_mixture(comps, mix, U, lw, df, scale_t, inflate):
     return new, mass / mass.sum()
 
 
-def _fisher_cov(shape, q, names, u, fixed, noise, dtype, device, free_scale: bool = False):
+def _fisher_cov(shape, q, names, u, fixed, noise, dtype, device, free_scale: bool = False, priors="paper"):
     """Inverse Fisher matrix of the log-likelihood at u (fit coordinates), by central
     differences (one-sided at a bound of the support); with ``free_scale``, of the profiled one
     (the Jacobian's mean over q removed)."""
@@ -730,7 +868,7 @@ def _fisher_cov(shape, q, names, u, fixed, noise, dtype, device, free_scale: boo
 
     k = len(names)
     h = 1e-3 if dtype == torch.float64 else 3e-3
-    lo, hi = _bounds(names)
+    lo, hi = _bounds(names, priors)
     U = np.repeat(u[None], 2 * k, axis=0)
     for j in range(k):
         U[2 * j, j] = min(u[j] + h, hi[j])
@@ -786,7 +924,9 @@ def posteriors(q_nm, log_i, table: dict, *, window: float = 60.0, evidence_kwarg
         fit = dict(table["fits"][shape])
         fit["all_u"], fit["all_deviance"] = fit["all_u"][rows], fit["all_deviance"][rows]
         ev = log_evidence(shape, q_nm, y[rows], fit, noise=table.get("noise", NOISE),
-                          free_scale=table.get("free_scale", False), **(evidence_kwargs or {}))
+                          free_scale=table.get("free_scale", False), priors=table.get("priors", "paper"),
+                          free_background=table.get("free_background", False),
+                          **(evidence_kwargs or {}))
         log_z[rows, k], ess[rows, k] = ev["log_z"], ev["ess"]
     post = shape_posteriors(np.where(np.isnan(log_z), -0.5 * D, log_z))
     alone = ~near.any(axis=1)
@@ -809,11 +949,14 @@ EFFORT = {
 
 
 def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: float = NOISE,
-             free_scale: bool = False) -> dict:
+             free_scale: bool = False, priors="paper", free_background: bool = False) -> dict:
     """The Bayes classifier for curves of unknown shape: p(shape | curve) under study 1's priors
-    and noise model, from best fits and (where shapes compete) marginal likelihoods.
+    (``priors``: "paper", "wide" or a dict, ``inn_scatterers.prior_set``) and noise model, from
+    best fits and (where shapes compete) marginal likelihoods.
 
-    q_nm (n_q,) in nm^-1 and log_i (n_q,) or (n, n_q) natural-log intensities in cm^-1, noise
+    q_nm (n_q,) in nm^-1 and log_i (n_q,) or (n, n_q) natural-log intensities in cm^-1 (NaN
+    where a point was not measured, at the same q in every curve: a partial curve is fitted on its
+    measured points, with the start library of the whole grid), noise
     the relative per-point noise, shapes the candidates (study-1 shapes, equal prior odds).
     Costs about a second per curve on one CPU core at effort "fast".
     Returns {"posterior": (n, n_shapes), "bayes_shape": (n,), "deviance": (n, n_shapes),
@@ -825,27 +968,42 @@ def classify(q_nm, log_i, *, shapes=sc.SHAPES, effort: str = "fast", noise: floa
     as for I, and "scale" ({shape: (n,)}, I_obs / I_model at each shape's best fit,
     dimensionless) is returned too.
     """
-    _, y, _ = _check_curves(q_nm, log_i)
-    res = _assess(q_nm, y, None, effort, shapes=shapes, free_scale=bool(free_scale),
+    q, y, _ = _check_curves(q_nm, log_i, missing=True)
+    measured = np.isfinite(y)
+    library_q = None
+    if not measured.all():           # a partial curve: fitted on its measured points
+        if not (measured == measured[0]).all():
+            raise ValueError("log_i has NaN (points not measured) at different q in different curves: "
+                             "classify curves measured on the same q points together")
+        if measured[0].sum() < 8:
+            raise ValueError(f"only {int(measured[0].sum())} measured points (finite log I): need at least 8")
+        library_q, q_nm, y = q, q[measured[0]], y[:, measured[0]]
+    res = _assess(q_nm, y, None, effort, shapes=shapes, free_scale=bool(free_scale), priors=priors,
+                  library_q=library_q,
+                  free_background=bool(free_background),
                   noise=checks.number("noise", noise, 0.0, 1.0, lo_open=True, hi_open=True))
-    keys = ("posterior", "bayes_shape", "deviance", "params", "shapes") + (("scale",) if free_scale else ())
+    keys = (("posterior", "bayes_shape", "deviance", "params", "shapes")
+            + (("scale",) if free_scale or free_background else ()) + (("background",) if free_background else ()))
     return {k: res[k] for k in keys}
 
 
-def second_opinion(q_nm, log_i, shapes=sc.SHAPES, effort: str = "fast", free_scale: bool = False) -> np.ndarray:
+def second_opinion(q_nm, log_i, shapes=sc.SHAPES, effort: str = "fast", free_scale: bool = False,
+                   priors="paper", free_background: bool = False) -> np.ndarray:
     """``classify``'s posterior (n, n_shapes) in the form ``learn.inn.ShapeInverter`` takes as its
     ``second_opinion``: ``ShapeInverter(..., second_opinion=bayes_shapes.second_opinion)``. A
     scale-free inverter asks it with ``free_scale=True``: the intensity scale is fitted too."""
-    return classify(q_nm, log_i, shapes=shapes, effort=effort, free_scale=free_scale)["posterior"]
+    return classify(q_nm, log_i, shapes=shapes, effort=effort, free_scale=free_scale, priors=priors,
+                    free_background=free_background)["posterior"]
 
 
-def _assess(q_nm, y, labels, effort: str, *, evidence: bool = True, **table_kwargs) -> dict:
+def _assess(q_nm, y, labels, effort: str, *, evidence: bool = True, library_q=None, **table_kwargs) -> dict:
     """``ambiguity_table`` at the ``EFFORT`` settings and, with ``evidence``, the shape posteriors
     merged into it (the fits dropped)."""
     if effort not in EFFORT:
         raise ValueError(f"effort={effort!r}; allowed: {', '.join(EFFORT)}")
     settings = EFFORT[effort]
-    table = ambiguity_table(q_nm, y, labels, fit_kwargs=settings["fit_kwargs"], keep_fits=evidence,
+    fit_kwargs = dict(settings["fit_kwargs"], **({} if library_q is None else {"library_q": library_q}))
+    table = ambiguity_table(q_nm, y, labels, fit_kwargs=fit_kwargs, keep_fits=evidence,
                             refine_starts=settings["refine_starts"], **table_kwargs)
     if evidence:
         table.update(posteriors(q_nm, y, table, evidence_kwargs=settings["evidence_kwargs"]))
