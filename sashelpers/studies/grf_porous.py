@@ -39,6 +39,16 @@ STUDY = "02_grf_porous_xgboost"
 #: it runs on a laptop): the grids N of 0.5 nm voxels, the split of each grid's curves, the
 #: oracle's replicates and q bins, the window all grids share, the learning curve's grid and sizes,
 #: and the XGBoost variants tried (changes to the profile's settings).
+#: The error budget's sizes at standard and paper (it runs on a laptop either way).
+_LAPTOP_BUDGET = {
+    "grids": [64, 96, 128, 192, 256], "split": [1000, 200, 300], "n_rep": 150, "n_bins": 24,
+    "common_q_min": 0.3, "learning_grid": 64, "learning_sizes": [500, 1000, 2000, 4000, 8000, 16000],
+    "xgb_variants": {"depth 3": {"max_depth": 3}, "depth 10": {"max_depth": 10},
+                     "lr 0.02, 4000 trees": {"learning_rate": 0.02, "n_estimators": 4000},
+                     "all columns": {"colsample_bytree": 1.0, "subsample": 0.8},
+                     "paper's sampling": {"subsample": 0.15, "colsample_bytree": 0.15}},
+}
+
 SIZES = {
     "quick": {
         "n": 64, "voxel_nm": 0.5, "q_min_nm": 0.3, "q_max_nm": 3.0, "n_q": 100,
@@ -63,12 +73,7 @@ SIZES = {
         "xgb_executor": "local",
         "bar_mape": {"a_nm": 9.0, "porosity": 35.0, "nu": 25.0}, "bar_case_bias": 0.15,
         "bar_coverage": [0.8, 0.97],
-        "budget": {"grids": [64, 96, 128, 192, 256], "split": [1000, 200, 300], "n_rep": 150, "n_bins": 24,
-                   "common_q_min": 0.3, "learning_grid": 64, "learning_sizes": [500, 1000, 2000, 4000, 8000, 16000],
-                   "xgb_variants": {"depth 3": {"max_depth": 3}, "depth 10": {"max_depth": 10},
-                                    "lr 0.02, 4000 trees": {"learning_rate": 0.02, "n_estimators": 4000},
-                                    "all columns": {"colsample_bytree": 1.0, "subsample": 0.8},
-                                    "paper's sampling": {"subsample": 0.15, "colsample_bytree": 0.15}}},
+        "budget": _LAPTOP_BUDGET,
     },
     "paper": {
         "n": 512, "voxel_nm": 0.5, "q_min_nm": 0.04, "q_max_nm": 3.0, "n_q": 500,
@@ -80,12 +85,7 @@ SIZES = {
         "xgb_executor": "dask",
         "bar_mape": {"a_nm": 1.5, "porosity": 6.0, "nu": 4.0}, "bar_case_bias": 0.02,
         "bar_coverage": [0.85, 0.95],
-        "budget": {"grids": [64, 96, 128, 192, 256], "split": [1000, 200, 300], "n_rep": 150, "n_bins": 24,
-                   "common_q_min": 0.3, "learning_grid": 64, "learning_sizes": [500, 1000, 2000, 4000, 8000, 16000],
-                   "xgb_variants": {"depth 3": {"max_depth": 3}, "depth 10": {"max_depth": 10},
-                                    "lr 0.02, 4000 trees": {"learning_rate": 0.02, "n_estimators": 4000},
-                                    "all columns": {"colsample_bytree": 1.0, "subsample": 0.8},
-                                    "paper's sampling": {"subsample": 0.15, "colsample_bytree": 0.15}}},
+        "budget": _LAPTOP_BUDGET,
     },
 }
 
