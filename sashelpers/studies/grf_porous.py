@@ -71,7 +71,7 @@ SIZES = {
                 "colsample_bytree": 0.3, "reg_lambda": 0.2, "max_bin": 256,
                 "n_estimators": 1500, "early_stopping_rounds": 50},
         "xgb_executor": "local",
-        "bar_mape": {"a_nm": 9.0, "porosity": 35.0, "nu": 25.0}, "bar_case_bias": 0.15,
+        "bar_mape": {"a_nm": 4.5, "porosity": 25.0, "nu": 30.0}, "bar_case_bias": 0.15,
         "bar_coverage": [0.8, 0.97],
         "budget": _LAPTOP_BUDGET,
     },
