@@ -749,11 +749,13 @@ def mape_with_error(y_true, y_pred, n_boot: int = 400, seed: int = 0) -> tuple[f
     return float(ape.mean()), float(boots.std(ddof=1))
 
 
-def budget_fit(X, Y, outputs, xgb: dict, *, split=BUDGET_SPLIT, seed: int = 0, case=None) -> dict:
+def budget_fit(X, Y, outputs, xgb: dict, *, split=BUDGET_SPLIT, seed: int = 0, case=None,
+               test_predictions: bool = False) -> dict:
     """Train point boosters (no quantile models) on the first split[0] rows, stop early on the next
     split[1], and report test MAPE with bootstrap errors: {p: [mape, se]} and 'fit_seconds'. With
     ``case`` (features of replicate curves at ``CASE_PARAMS``) also 'case': {p: {"mape", "sd",
-    "bias"}} of the predictions of those replicates, comparable with ``fisher_oracle``."""
+    "bias"}} of the predictions of those replicates, comparable with ``fisher_oracle``; with
+    ``test_predictions`` also 'test_predictions': {p: array} (not JSON: pop it before archiving)."""
     sp = _budget_splits(X, Y, split)
     m = regress.BoostedRegressor(outputs, xgb, quantiles=None, device="cpu", seed=seed)
     m.fit(*sp["train"], *sp["val"])
@@ -765,6 +767,8 @@ def budget_fit(X, Y, outputs, xgb: dict, *, split=BUDGET_SPLIT, seed: int = 0, c
         out["case"] = {p: {"mape": regress.mape(np.full(len(case), CASE_PARAMS[p]), pc[p]),
                            "sd": float(np.std(pc[p], ddof=1)), "bias": float(np.mean(pc[p]) - CASE_PARAMS[p])}
                        for p in outputs}
+    if test_predictions:
+        out["test_predictions"] = pred
     return out
 
 
@@ -826,21 +830,21 @@ def budget_box(sizes: dict, progress: bool = True) -> dict:
                           ("widest window, noise off", {"q_min": q0, "noise": False}),
                           ("widest window to 1.5 nm^-1, noisy", {"q_min": q0, "q_max": 1.5})):
             X = budget_features(d, **kw)
-            row["fits"][label] = budget_fit(X, Y, outputs, sizes["xgb"], split=b["split"], case=case_features(reps, **kw))
-        # the widest noisy window again, for errors per noise level and per a
-        sp = _budget_splits(budget_features(d, q_min=q0), Y, b["split"])
-        m = regress.BoostedRegressor(outputs, sizes["xgb"], quantiles=None, device="cpu")
-        m.fit(*sp["train"], *sp["val"])
-        pred = m.predict(sp["test"][0])
-        a0 = sum(b["split"][:2])
-        la = np.log10(d["alpha"][a0:a0 + b["split"][2]].astype(float))
+            row["fits"][label] = budget_fit(X, Y, outputs, sizes["xgb"], split=b["split"], case=case_features(reps, **kw),
+                                            test_predictions=True)
+        # errors per noise level and per a, of the widest noisy window's model
+        pred = row["fits"]["widest window, noisy"]["test_predictions"]
+        for fit in row["fits"].values():
+            fit.pop("test_predictions")
+        test = slice(sum(b["split"][:2]), sum(b["split"]))
+        y_test = Y[test]
+        la = np.log10(d["alpha"][test].astype(float))
         la_edges = np.linspace(*grf.ALPHA_LOG10_RANGE, 4)
         a_edges = np.linspace(*A_RANGE_NM, 4)
         row["by_alpha"] = {"edges_log10": la_edges.tolist(),
-                           "mape": {p: _mape_by(la, la_edges, sp["test"][1][:, j], pred[p]) for j, p in enumerate(outputs)}}
+                           "mape": {p: _mape_by(la, la_edges, y_test[:, j], pred[p]) for j, p in enumerate(outputs)}}
         row["by_a"] = {"edges_nm": a_edges.tolist(),
-                       "mape": {p: _mape_by(sp["test"][1][:, 0], a_edges, sp["test"][1][:, j], pred[p])
-                                for j, p in enumerate(outputs)}}
+                       "mape": {p: _mape_by(y_test[:, 0], a_edges, y_test[:, j], pred[p]) for j, p in enumerate(outputs)}}
         rows.append(row)
     return {"dataset": CASE_DATASET, "split": b["split"], "xgb": sizes["xgb"], "grids": rows}
 
