@@ -152,3 +152,19 @@ def test_cramer_rao_matches_the_linear_gaussian_answer():
         regress.cramer_rao(exact_derivs[:, :5], samples[:5])
     with pytest.raises(ValueError, match="extra_var"):
         regress.cramer_rao(exact_derivs, samples, extra_var=-np.ones(d))
+
+
+def test_power_law_fit_weights_and_uncertainty():
+    n = np.array([100, 200, 400, 800, 1600])
+    exact = 30 * n**-0.3
+    f = regress.power_law_fit(n, exact)
+    assert f["b"] == pytest.approx(-0.3) and f["c"] == pytest.approx(30)
+    assert f["at"](3200)[0] == pytest.approx(30 * 3200**-0.3) and f["b_se"] < 1e-9
+    # an outlier with a large standard error barely moves a weighted fit
+    noisy = exact.copy()
+    noisy[-1] *= 2
+    se = np.full(n.size, 0.01) * noisy
+    se[-1] = 10 * noisy[-1]
+    assert abs(regress.power_law_fit(n, noisy, se)["b"] + 0.3) < 0.01
+    assert abs(regress.power_law_fit(n, noisy)["b"] + 0.3) > 0.1
+    assert regress.power_law_fit(n, noisy)["b_se"] > 0

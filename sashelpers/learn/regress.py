@@ -545,14 +545,34 @@ def learning_curve(X, Y, X_val, Y_val, X_test, Y_test, sizes, outputs, params=No
     return res
 
 
-def power_law(sizes, errors) -> tuple[float, float]:
-    """Least-squares fit of error = c n^b in log-log space; returns (c, b)."""
+def power_law_fit(sizes, errors, se=None) -> dict:
+    """Fit error = c n^b by (weighted) least squares in log-log space.
+
+    ``se``: standard errors of the errors (the weight of a point is then y / se, the inverse
+    standard error of log y). Returns {"c", "b", "b_se", "cov" (of (b, log c)), "at"}, where
+    ``at(n)`` gives (c n^b, standard deviation of its log from the fit's covariance; with three
+    points or fewer the covariance is not scaled by the residuals, which would need more points).
+    """
     n = np.asarray(sizes, dtype=float)
     e = np.asarray(errors, dtype=float)
     if n.size < 2 or n.shape != e.shape or np.any(n <= 0) or np.any(e <= 0):
         raise ValueError("sizes and errors must be positive arrays of equal length >= 2")
-    b, logc = np.polyfit(np.log(n), np.log(e), 1)
-    return float(math.exp(logc)), float(b)
+    w = None if se is None else 1 / np.maximum(np.asarray(se, dtype=float) / e, 1e-3)
+    if n.size == 2:
+        (b, logc), cov = np.polyfit(np.log(n), np.log(e), 1, w=w), np.zeros((2, 2))
+    else:
+        (b, logc), cov = np.polyfit(np.log(n), np.log(e), 1, w=w, cov="unscaled" if n.size < 4 else True)
+
+    def at(x):
+        v = np.array([math.log(x), 1.0])
+        return float(math.exp(logc + b * v[0])), float(np.sqrt(max(v @ cov @ v, 0.0)))
+    return {"c": float(math.exp(logc)), "b": float(b), "b_se": float(np.sqrt(max(cov[0, 0], 0.0))), "cov": cov, "at": at}
+
+
+def power_law(sizes, errors) -> tuple[float, float]:
+    """Least-squares fit of error = c n^b in log-log space; returns (c, b) (see ``power_law_fit``)."""
+    f = power_law_fit(sizes, errors)
+    return f["c"], f["b"]
 
 
 def cramer_rao(derivative_samples, samples, extra_var=None) -> np.ndarray:

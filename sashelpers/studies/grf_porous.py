@@ -462,14 +462,9 @@ def seconds_per_sample(sizes: dict, n_samples: int = 3, seed: int = 0) -> float:
 def error_by_noise(model, X, Y, alpha, bins=4) -> dict:
     """Test MAPE per output in bins of log10(alpha) (counts per unit intensity)."""
     edges = np.linspace(*grf.ALPHA_LOG10_RANGE, bins + 1)
-    la = np.log10(alpha)
     pred = model.predict(X)
-    out = {"edges": edges, "mape": {o: [] for o in model.outputs}}
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (la >= lo) & (la <= hi)
-        for j, o in enumerate(model.outputs):
-            out["mape"][o].append(regress.mape(Y[sel, j], pred[o][sel]) if sel.any() else float("nan"))
-    return out
+    return {"edges": edges, "mape": {o: _mape_by(np.log10(alpha), edges, Y[:, j], pred[o])
+                                     for j, o in enumerate(model.outputs)}}
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -689,7 +684,7 @@ def log_bins(q_nm, n_bins: int) -> list[np.ndarray]:
 
 
 def _binned_features(q, intensity, bins) -> np.ndarray:
-    f = np.log10(intensity) - np.log10(grf.windowed_invariant(q, intensity))[..., None]
+    f = grf.features(q, intensity)
     return np.stack([f[..., i].mean(axis=-1) for i in bins], axis=-1)
 
 
@@ -807,7 +802,7 @@ def _mape_by(values, edges, y_true, y_pred) -> list:
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (values >= lo) & (values <= hi)
-        out.append(regress.mape(y_true[sel], y_pred[sel]) if sel.any() else None)
+        out.append(regress.mape(y_true[sel], y_pred[sel]) if sel.any() else float("nan"))
     return out
 
 
@@ -954,21 +949,6 @@ _BUDGET_LINES = (  # (fit label, colour, style) of the box figure
 )
 
 
-def _fit_log_log(x, y, se=None) -> dict:
-    """Weighted least squares of log y = c + b log x; returns c, b, their covariance and a predictor
-    of (value, sd of log value) at new x. se: standard errors of y (weights 1 / (se / y)^2)."""
-    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    # the standard error of log y is se / y
-    w = None if se is None else 1 / np.maximum(np.asarray(se, float) / np.exp(y), 1e-3)
-    coef, cov = np.polyfit(x, y, 1, w=w, cov="unscaled" if len(x) < 4 else True)
-    b, c = coef
-
-    def at(x_new):
-        v = np.array([np.log(x_new), 1.0])
-        return float(np.exp(c + b * v[0])), float(np.sqrt(v @ cov @ v))
-    return {"b": float(b), "b_se": float(np.sqrt(cov[0, 0])), "c": float(c), "cov": cov, "at": at}
-
-
 def budget_extrapolation(box: dict, learning: dict, oracle: dict | None = None, learning_large: dict | None = None,
                          *, n_target: int = 512, train_target: int = PAPER_TRAIN_SIZE) -> dict:
     """Scaling laws of the budget, extrapolated to the paper's grid and training set.
@@ -987,11 +967,11 @@ def budget_extrapolation(box: dict, learning: dict, oracle: dict | None = None, 
 
     def n_fit(lc, p):
         rows = lc["rows"]
-        return _fit_log_log([r["n_train"] for r in rows], [r[p][0] for r in rows], [r[p][1] for r in rows])
+        return regress.power_law_fit([r["n_train"] for r in rows], [r[p][0] for r in rows], [r[p][1] for r in rows])
     out = {}
     for p in OUTPUTS[CASE_DATASET]:
         fits = [r["fits"]["widest window, noisy"][p] for r in box["grids"]]
-        f_box = _fit_log_log(grids, [m for m, _ in fits], [s for _, s in fits])
+        f_box = regress.power_law_fit(grids, [m for m, _ in fits], [s for _, s in fits])
         f_small = n_fit(learning, p)
         f_n = n_fit(learning_large, p) if learning_large is not None else f_small
         at_box, sd_box = f_box["at"](n_target)
@@ -1008,7 +988,7 @@ def budget_extrapolation(box: dict, learning: dict, oracle: dict | None = None, 
             ys = np.array([r["windows"]["widest window"]["alpha prior mean"][p] for r in oracle["grids"]], dtype=float)
             ok = np.isfinite(ys)
             if ok.sum() >= 2:
-                f_o = _fit_log_log(np.asarray([r["n"] for r in oracle["grids"]])[ok], ys[ok])
+                f_o = regress.power_law_fit(np.asarray([r["n"] for r in oracle["grids"]])[ok], ys[ok])
                 entry.update(oracle_b_box=f_o["b"], oracle_case_mape_at_target=f_o["at"](n_target)[0])
         out[p] = entry
     return out
@@ -1124,7 +1104,7 @@ def plot_budget_learning(learning: dict, learning_large: dict | None = None):
         n = np.array([r["n_train"] for r in lc["rows"]])
         for j, p in enumerate(OUTPUTS[CASE_DATASET]):
             m = np.array([r[p] for r in lc["rows"]])
-            f = _fit_log_log(n, m[:, 0], m[:, 1])
+            f = regress.power_law_fit(n, m[:, 0], m[:, 1])
             ax.errorbar(n, m[:, 0], m[:, 1], fmt="o", mfc=face, color=f"C{j}", capsize=2,
                         label=f"{LABELS[p]}, {lc['grid']}³, q ≥ {lc['q_min_nm']:.3g} nm⁻¹: ∝ n^{f['b']:.2f}")
             grid = np.geomspace(n.min(), n.max(), 20)
