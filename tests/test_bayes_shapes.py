@@ -207,3 +207,38 @@ def test_best_fit_with_a_free_scale_does_not_depend_on_it():
         # the ML scale of a noise-free curve lies ~sigma^2 = 1 % below the factor (see above)
         assert fit["scale"] == pytest.approx(c, rel=0.02)
     assert "scale" not in am.best_fit("sphere", Q, y, **SMALL)
+
+
+def test_likelihood_posterior_of_a_sphere_matches_laplace():
+    # R = 3 nm, 10 % noise: a sharp, near-Gaussian posterior centred near the truth, whose width
+    # Laplace's approximation (the inverse Fisher matrix at the best fit) gives
+    rng = np.random.default_rng(4)
+    y = clean("sphere") + np.log(rng.normal(1.0, 0.1, Q.size))
+    post = am.likelihood_posterior("sphere", Q, y, n_draws=400, seed=1)
+    s = post["samples"]
+    assert s.shape == (1, 400, 2) and post["ess"][0] > 100
+    lo, hi = am._bounds(am.fit_names("sphere"))
+    assert np.all(np.log(s[0, :, 0]) >= lo[0]) and np.all((s[0, :, 1] >= 0) & (s[0, :, 1] <= 0.3))
+    assert np.median(s[0, :, 0]) == pytest.approx(3.0, rel=0.01)
+    q05, q95 = np.quantile(s[0, :, 0], [0.05, 0.95])
+    assert q05 < 3.0 < q95
+    names = am.fit_names("sphere")
+    u = np.log(post["best"]["radius_nm"][0]), post["best"]["radius_pd"][0]
+    cov = am._fisher_cov("sphere", Q, names, np.array(u), {}, am.NOISE, None, "cpu")
+    assert np.std(np.log(s[0, :, 0])) == pytest.approx(np.sqrt(cov[0, 0]), rel=0.3)
+
+
+def test_likelihood_posterior_with_a_free_scale_background_and_a_partial_curve():
+    rng = np.random.default_rng(5)
+    y = clean("sphere@hardsphere") + np.log(rng.normal(1.0, 0.1, Q.size))
+    base = am.likelihood_posterior("sphere@hardsphere", Q, y, n_draws=200, free_scale=True)
+    scaled = am.likelihood_posterior("sphere@hardsphere", Q, y + np.log(1e3), n_draws=200, free_scale=True)
+    np.testing.assert_allclose(scaled["samples"], base["samples"], rtol=1e-6)
+    s = base["samples"][0]
+    assert np.isin(s[:, 2], s1.VOLFRACTIONS).all()                        # volume fractions on their grid
+    assert np.median(s[:, 0]) == pytest.approx(2.5, rel=0.02)
+    part = np.where(Q < 2.0, y, np.nan)                                  # the top of q not measured
+    cut = am.likelihood_posterior("sphere@hardsphere", Q, part, n_draws=200, free_scale=True, free_background=True)
+    assert np.isfinite(cut["samples"]).all() and np.median(cut["samples"][0, :, 0]) == pytest.approx(2.5, rel=0.05)
+    with pytest.raises(ValueError, match="n_draws"):
+        am.likelihood_posterior("sphere", Q, y, n_draws=0)

@@ -186,6 +186,62 @@ def test_supports_follow_the_priors():
     assert 5.0 < inn.prior_quantile(pr["radius_nm"], inn.PRIOR_QUANTILE) < 5.2
 
 
+# --- the likelihood's posterior for the parameters ------------------------------------------------
+
+class Refiner:
+    """A posterior refiner that records its calls and puts every draw at ``value`` (radius 2.75 nm)."""
+
+    def __init__(self, ess=500.0, value=2.75):
+        self.calls, self.ess, self.value = [], ess, value
+
+    def __call__(self, shape, q, log_i, *, n_draws, seed):
+        self.calls.append((shape, len(log_i)))
+        d = len(SHAPE_PARAMS[shape])
+        return {"samples": np.full((len(log_i), n_draws, d), self.value), "ess": np.full(len(log_i), self.ess)}
+
+
+def test_predict_reports_the_likelihood_posterior_where_there_is_one(saved):
+    ref = Refiner()
+    model = load(saved[1], priors=PRIORS, posterior_refiner=ref)
+    v = model.predict(Q, sphere(Q, 2.5), n_samples=50, refine_below=None)            # posterior="auto"
+    assert v.in_domain and v.posterior_source == "likelihood" and ref.calls == [(v.shape, 1)]
+    assert all(d["median"] == 2.75 for d in v.parameters.values()) and v.diagnostics["likelihood_ess"] == 500
+    assert "the likelihood's posterior" in v.table()
+    net = model.predict(Q, sphere(Q, 2.5), n_samples=50, refine_below=None, posterior="network")
+    assert net.posterior_source == "network" and len(ref.calls) == 1
+    assert net.parameters["radius_nm"]["median"] != 2.75
+    # too few effective draws: the network's posterior, with a note
+    thin = load(saved[1], priors=PRIORS, posterior_refiner=Refiner(ess=3.0))
+    v = thin.predict(Q, sphere(Q, 2.5), n_samples=50, refine_below=None)
+    assert v.posterior_source == "network" and any("3 effective draws" in n for n in v.notes)
+    assert v.parameters["radius_nm"]["median"] == pytest.approx(net.parameters["radius_nm"]["median"])
+
+
+def test_the_likelihood_posterior_never_runs_out_of_domain(saved):
+    ref = Refiner()
+    model = load(saved[1], posterior_refiner=ref)
+    with pytest.warns(UserWarning, match="outside the training domain"):
+        v = model.predict(Q, out_of_domain_curves()["pure noise"], n_samples=20)
+    assert not v.in_domain and v.posterior_source is None and ref.calls == []
+    with pytest.raises(ValueError, match="posterior_refiner"):
+        load(saved[1]).predict(Q, sphere(Q, 2.5), posterior="likelihood")
+    with pytest.raises(ValueError, match="allowed network, likelihood"):
+        model.predict(Q, sphere(Q, 2.5), posterior="exact")
+
+
+def test_evaluate_and_samples_with_the_likelihood_posterior(saved):
+    log_i, labels, params = make(20, 9)
+    model = load(saved[1], posterior_refiner=Refiner())
+    ev = inn.evaluate(model, log_i, labels, params, NAMES, n_samples=30, refine_below=None, posterior="likelihood")
+    assert ev["posterior"] == "likelihood"
+    assert all(np.all(m == 2.75) for m in ev["median"].values())
+    assert sorted(c[0] for c in model.posterior_refiner.calls) == sorted(SHAPES)
+    # curves whose likelihood posterior is too thin keep the network's draws
+    thin = load(saved[1], posterior_refiner=Refiner(ess=1.0))
+    got = thin.posterior_samples(log_i[:3], "sphere", 40, posterior="likelihood")
+    np.testing.assert_array_equal(got, thin.posterior_samples(log_i[:3], "sphere", 40))
+
+
 # --- one refine_below default ------------------------------------------------------------------
 
 def test_refine_below_has_one_default_everywhere(saved):

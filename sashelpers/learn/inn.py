@@ -59,6 +59,14 @@ PRIOR_QUANTILE = 0.999
 #: Rounds of redrawing for posterior samples that fall outside the support (``posterior_samples``).
 SUPPORT_ROUNDS = 20
 
+#: The posteriors ``posterior_samples``, ``predict`` and ``evaluate`` can give: the flow's
+#: ("network") or the likelihood's (``ShapeInverter``'s ``posterior_refiner``, "likelihood").
+POSTERIORS = ("network", "likelihood")
+
+#: A likelihood posterior whose importance weights hold fewer effective draws than this is not
+#: trusted: ``predict`` then reports the network's posterior and says so in a note.
+MIN_ESS = 20.0
+
 
 def mlp(n_in: int, n_out: int, hidden: int = 128, depth: int = 2, dropout: float = 0.0) -> nn.Sequential:
     """A plain MLP: depth hidden layers of width hidden with ReLU (and optional dropout)."""
@@ -306,6 +314,10 @@ class Verdict:
         probability was below ``refine_below``; None out of domain.
     shape_source : str or None
         "network" or "second opinion"; None out of domain.
+    posterior_source : str or None
+        Where ``parameters`` and ``samples`` come from: "network" (the shape's conditional INN) or
+        "likelihood" (the model's ``posterior_refiner``: the exact likelihood, sampled around its
+        best fits); None out of domain.
     network_probabilities : dict or None
         The network's own {shape: probability}; None out of domain.
     parameters : dict or None
@@ -343,6 +355,7 @@ class Verdict:
     shape: str | None = None
     shape_probabilities: dict | None = None
     shape_source: str | None = None
+    posterior_source: str | None = None
     network_probabilities: dict | None = None
     parameters: dict | None = None
     samples: dict | None = None
@@ -391,6 +404,10 @@ class Verdict:
             if self.shape_source == "second opinion":
                 rows.append(("network said", " | ".join(f"{s} {v:.3f}" for s, v in
                                                         self.network_probabilities.items())))
+            if self.posterior_source is not None:
+                rows.append(("parameters from", {"network": "the network's posterior (conditional INN)",
+                                                 "likelihood": "the likelihood's posterior (exact noise model, "
+                                                               "sampled around its best fits)"}[self.posterior_source]))
         rows += [("note", n) for n in self.notes]
         width = max(len(r[0]) for r in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
@@ -721,6 +738,12 @@ class ShapeInverter:
     second_opinion : callable, optional
         ``(q_nm, log_i, shapes, effort) -> (n, n_shapes) posterior``, asked where the network is
         unsure (``classify``) and only for curves in domain.
+    posterior_refiner : callable, optional
+        ``(shape, q_nm, log_i, *, n_draws, seed) -> {"samples": (n, n_draws, d), "ess": (n,)}``:
+        the parameters' posterior under the exact likelihood (for study 1
+        ``studies.bayes_shapes.likelihood_posterior``), asked like the second opinion (with the
+        model's priors, ``free_scale``, ``free_background``) by ``posterior_samples(...,
+        posterior="likelihood")``, ``predict`` and ``evaluate``, and only for curves in domain.
     priors : dict, optional
         {shape: {parameter: prior}} as the study defines them (for study 1
         ``studies.inn_scatterers.PRIORS``): bounds or ``values``, ``distribution``, ``mean``,
@@ -756,8 +779,9 @@ class ShapeInverter:
     def __init__(self, q_nm, shapes, shape_params: dict, features: CurveFeatures,
                  transforms: dict, *, hidden: int = 128, n_blocks: int = 6, seed: int = 0,
                  second_opinion=None, priors: dict | None = None, conventions: dict | None = None,
-                 background: bool = False, q_required_nm=None):
+                 background: bool = False, q_required_nm=None, posterior_refiner=None):
         self.second_opinion = second_opinion
+        self.posterior_refiner = posterior_refiner
         self.background = bool(background)
         self.q_required_nm = None if q_required_nm is None else [float(v) for v in q_required_nm]
         self.q_nm = np.asarray(q_nm, dtype=np.float64)
@@ -972,11 +996,20 @@ class ShapeInverter:
         and with ``priors=`` the model's priors where it takes them (so that a model trained on
         other priors than the second opinion's default is judged under its own). Partial curves
         (NaN where not measured) are passed in groups measured on the same points."""
+        kwargs = self._likelihood_kwargs(self.second_opinion, "second opinion")
+        return self._per_mask(log_i, lambda y: (np.asarray(self.second_opinion(self.q_nm, y, self.shapes, effort,
+                                                                               **kwargs), dtype=np.float64),))[0]
+
+    def _likelihood_kwargs(self, fn, what: str) -> dict:
+        """How to ask a likelihood callable (second opinion, posterior refiner) about this model's
+        curves: with ``priors=`` the model's priors where it takes them (so that a model trained on
+        other priors than its default is judged under its own), ``free_background=True`` for a
+        model trained with backgrounds, and ``free_scale=True`` (required) for a scale-free model."""
         import inspect
 
         kwargs = {}
         try:
-            params = list(inspect.signature(self.second_opinion).parameters.values())
+            params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError):     # no signature to read: just ask
             params = []
         if self.priors and any(p.name == "priors" for p in params):
@@ -985,21 +1018,46 @@ class ShapeInverter:
             kwargs["free_background"] = True
         if self.scale_free:
             if params and not any(p.name == "free_scale" or p.kind is p.VAR_KEYWORD for p in params):
-                raise ValueError("this model is scale-free, so its second opinion must fit a free intensity "
-                                 "scale and accept free_scale=True (studies.bayes_shapes.second_opinion does); "
-                                 f"{getattr(self.second_opinion, '__name__', self.second_opinion)!r} does not")
+                raise ValueError(f"this model is scale-free, so its {what} must fit a free intensity "
+                                 "scale and accept free_scale=True (studies.bayes_shapes' functions do); "
+                                 f"{getattr(fn, '__name__', fn)!r} does not")
             kwargs["free_scale"] = True
+        return kwargs
+
+    @staticmethod
+    def _per_mask(log_i, ask) -> tuple:
+        """``ask(y)`` (a tuple of arrays, one row per curve) for the curves log_i (n, n_q), rows in
+        their order; partial curves (NaN where not measured) are asked in groups measured on the same
+        points."""
         log_i = np.atleast_2d(np.asarray(log_i, dtype=np.float64))
         masks = np.isfinite(log_i)
         if masks.all():
-            return np.asarray(self.second_opinion(self.q_nm, log_i, self.shapes, effort, **kwargs), dtype=np.float64)
-        # partial curves (NaN where not measured): asked per set of measured points, on the model's grid
-        out = np.empty((len(log_i), len(self.shapes)))
+            return ask(log_i)
         keys = [m.tobytes() for m in masks]
+        out = None
         for key in dict.fromkeys(keys):
             rows = np.array([i for i, k in enumerate(keys) if k == key])
-            out[rows] = self.second_opinion(self.q_nm, log_i[rows], self.shapes, effort, **kwargs)
+            parts = ask(log_i[rows])
+            if out is None:
+                out = tuple(np.empty((len(log_i),) + np.shape(a)[1:], dtype=np.asarray(a).dtype) for a in parts)
+            for o, a in zip(out, parts):
+                o[rows] = a
         return out
+
+    def likelihood_samples(self, log_i, shape: str, n_samples: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior samples (n, n_samples, d) of ``shape``'s parameters under the exact likelihood
+        (the ``posterior_refiner``, asked with ``_likelihood_kwargs``) and the effective number of
+        draws behind each curve's samples (n,). ValueError without a refiner."""
+        if self.posterior_refiner is None:
+            raise ValueError("this model has no posterior_refiner (for study 1: load it with "
+                             "posterior_refiner=studies.bayes_shapes.likelihood_posterior)")
+        kwargs = self._likelihood_kwargs(self.posterior_refiner, "posterior refiner")
+
+        def ask(y):
+            res = self.posterior_refiner(shape, self.q_nm, y, n_draws=int(n_samples), seed=seed, **kwargs)
+            return np.asarray(res["samples"], dtype=np.float64), np.asarray(res["ess"], dtype=np.float64)
+
+        return self._per_mask(log_i, ask)
 
     def fitted_scale(self, log_i) -> np.ndarray | None:
         """(n,) estimated intensity scale of curves log_i (n, n_q) relative to the training curves
@@ -1050,15 +1108,24 @@ class ShapeInverter:
         return out, accepted / drawn, first
 
     def posterior_samples(self, log_i, shape: str, n_samples: int = 500, seed: int = 0, *,
-                          in_support: bool = True) -> np.ndarray:
+                          in_support: bool = True, posterior: str = "network") -> np.ndarray:
         """Samples (n_curves, n_samples, n_params) of ``shape``'s parameters in physical units.
 
-        With ``in_support`` (default), draws outside a parameter's ``support`` (e.g. a negative
-        polydispersity) are replaced by further draws, i.e. the samples are the flow's posterior
-        restricted to the support; after ``SUPPORT_ROUNDS`` rounds any still missing are draws
-        clipped onto it.
+        ``posterior="network"`` (default): the flow's draws. With ``in_support`` (default), draws
+        outside a parameter's ``support`` (e.g. a negative polydispersity) are replaced by further
+        draws, i.e. the samples are the flow's posterior restricted to the support; after
+        ``SUPPORT_ROUNDS`` rounds any still missing are draws clipped onto it.
+        ``posterior="likelihood"``: the ``posterior_refiner``'s draws (``likelihood_samples``),
+        except for curves where they hold fewer than ``MIN_ESS`` effective draws, which keep the
+        network's.
         """
-        return self._draw(log_i, shape, n_samples, seed, in_support)[0]
+        _check_posterior(posterior)
+        net = self._draw(log_i, shape, n_samples, seed, in_support)[0]
+        if posterior == "network":
+            return net
+        lik, ess = self.likelihood_samples(log_i, shape, n_samples, seed)
+        trusted = (ess >= MIN_ESS) & np.all(np.isfinite(lik), axis=(1, 2))
+        return np.where(trusted[:, None, None], lik, net)
 
     def prepare_curve(self, q_nm, intensity) -> np.ndarray:
         """Validate a measured curve and return log I on the model's q grid (interpolated in log-log).
@@ -1117,7 +1184,7 @@ class ShapeInverter:
 
     def predict(self, q_nm, intensity, n_samples: int = 500, seed: int = 0, *,
                 refine_below: float | None = REFINE_BELOW, level: float = 0.9,
-                effort: str = "fast") -> Verdict:
+                effort: str = "fast", posterior: str = "auto") -> Verdict:
         """The verdict on one measured curve (q in nm^-1; I in the model's absolute unit, e.g. cm^-1,
         or on any scale for a ``scale_free`` model).
 
@@ -1129,7 +1196,9 @@ class ShapeInverter:
         support makes the verdict out of domain; (4) only then, where the network's top
         probability is below ``refine_below``, the second opinion decides the shape (and the size
         check is repeated if it picks another one); (5) posterior samples kept inside
-        ``support`` give each parameter's median and central ``level`` interval. A scale-free
+        ``support`` give each parameter's median and central ``level`` interval: the network's,
+        or with ``posterior`` "likelihood" the ``posterior_refiner``'s (where it holds at least
+        ``MIN_ESS`` effective draws; else the network's, with a note). A scale-free
         model reads the curve without its absolute scale (the class Notes) and reports the scale
         as ``Verdict.scale``.
 
@@ -1149,6 +1218,10 @@ class ShapeInverter:
             Probability of the central interval, in (0, 1).
         effort : str
             Passed to the second opinion.
+        posterior : str
+            "network", "likelihood" (needs a ``posterior_refiner``; about a second per curve, a
+            few for cylinders) or "auto" (default): the likelihood's where the model has a
+            refiner, else the network's.
 
         Returns
         -------
@@ -1165,6 +1238,12 @@ class ShapeInverter:
         """
         if not 0 < level < 1:
             raise ValueError(f"level={level!r} must lie in (0, 1)")
+        if posterior == "auto":
+            posterior = "network" if self.posterior_refiner is None else "likelihood"
+        _check_posterior(posterior)
+        if posterior == "likelihood" and self.posterior_refiner is None:
+            raise ValueError("posterior='likelihood' needs a posterior_refiner (for study 1: "
+                             "studies.bayes_shapes.likelihood_posterior); this model has none")
         if int(n_samples) != n_samples or n_samples < 1:
             raise ValueError(f"n_samples={n_samples!r} must be a positive integer")
         refine_below = _check_refine_below(refine_below)
@@ -1206,10 +1285,19 @@ class ShapeInverter:
                     return out_of_domain(beyond)
         diagnostics.update(support_fraction=float(frac[0]), size_limits_nm=self.size_limits(shape),
                            support={p: list(b) for p, b in self.support(shape).items()})
-        samples = samples[0]
+        samples, notes, posterior_source = samples[0], [], "network"
+        if posterior == "likelihood":
+            lik, ess = self.likelihood_samples(log_i, shape, n_samples, seed)
+            diagnostics["likelihood_ess"] = float(ess[0])
+            if ess[0] >= MIN_ESS and np.all(np.isfinite(lik)):
+                samples, posterior_source = lik[0], "likelihood"
+            else:
+                notes.append(f"the likelihood's posterior holds only {ess[0]:.0f} effective draws (fewer than "
+                             f"{MIN_ESS:g}): the parameters are the network's")
         scale = self.fitted_scale(log_i)
         return Verdict(in_domain=True, shape=shape, scale=None if scale is None else float(scale[0]), shape_probabilities=dict(zip(self.shapes, probs.tolist())),
-                       shape_source=source, network_probabilities=dict(zip(self.shapes, network.tolist())),
+                       shape_source=source, posterior_source=posterior_source, notes=notes,
+                       network_probabilities=dict(zip(self.shapes, network.tolist())),
                        parameters=self._summary(shape, samples, level),
                        samples={p: samples[:, j] for j, p in enumerate(self.shape_params[shape])}, **common)
 
@@ -1244,14 +1332,14 @@ class ShapeInverter:
 
     @classmethod
     def load(cls, path, *, second_opinion=None, priors: dict | None = None,
-             conventions: dict | None = None) -> "ShapeInverter":
+             conventions: dict | None = None, posterior_refiner=None) -> "ShapeInverter":
         """A model written by ``save``: ``<path>.pt`` (weights) and ``<path>.json`` (card).
 
         Parameters
         ----------
         path : str or Path
             With or without the ``.pt`` suffix.
-        second_opinion : callable, optional
+        second_opinion, posterior_refiner : callable, optional
             See the class.
         priors, conventions : dict, optional
             Used where the card has none (cards written before they were recorded); the card's
@@ -1281,7 +1369,7 @@ class ShapeInverter:
         features = CurveFeatures.from_state(card["features"], np.zeros(shape, np.float32))
         transforms = {s: ParamTransform.from_state(st) for s, st in card["transforms"].items()}
         obj = cls(card["q_nm"], card["shapes"], card["shape_params"], features, transforms, **card["arch"],
-                  second_opinion=second_opinion,
+                  second_opinion=second_opinion, posterior_refiner=posterior_refiner,
                   priors=card.get("priors") if card.get("priors") is not None else priors,
                   conventions=card.get("conventions") if card.get("conventions") is not None else conventions)
         load_model(base, obj.net)
@@ -1303,6 +1391,12 @@ def model_files_missing(base) -> str:
     return "no such file" + ("" if card.is_file() else f", nor its model card {card.name}")
 
 
+def _check_posterior(posterior: str) -> str:
+    if posterior not in POSTERIORS:
+        raise ValueError(f"posterior={posterior!r}: allowed {', '.join(POSTERIORS)}")
+    return posterior
+
+
 def _check_refine_below(refine_below):
     if refine_below is not None and not refine_below > 0:
         raise ValueError(f"refine_below={refine_below!r} must be > 0 (or None)")
@@ -1316,17 +1410,19 @@ def _cross_entropy(model, batch):
 
 # --- evaluation ------------------------------------------------------------------------------------
 
-def _samples_per_shape(model: ShapeInverter, log_i, labels, params, param_names, n_samples: int, seed: int):
+def _samples_per_shape(model: ShapeInverter, log_i, labels, params, param_names, n_samples: int, seed: int,
+                       posterior: str = "network"):
     """For each shape present in ``labels``: (shape, posterior samples of its curves, their true parameters)."""
     for k, s in enumerate(model.shapes):
         sel = labels == k
         if sel.any():
             cols = [list(param_names).index(p) for p in model.shape_params[s]]
-            yield s, model.posterior_samples(log_i[sel], s, n_samples, seed), params[sel][:, cols]
+            yield s, model.posterior_samples(log_i[sel], s, n_samples, seed, posterior=posterior), params[sel][:, cols]
 
 
 def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, n_samples: int = 300,
-             level: float = 0.9, seed: int = 0, refine_below: float | None = REFINE_BELOW) -> dict:
+             level: float = 0.9, seed: int = 0, refine_below: float | None = REFINE_BELOW,
+             posterior: str = "network") -> dict:
     """Shape accuracy and confusion matrix; per shape and parameter the MAE of the posterior
     median and the coverage of the central ``level`` interval (posterior of the TRUE shape, so
     that regression quality is measured separately from classification; samples kept inside
@@ -1337,7 +1433,8 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
     where the network is unsure and the curve is in domain. "shape_accuracy_network" and
     "predicted_network" keep the network's own verdicts (and "confusion_network" its confusion
     matrix), "refined" marks the curves the second opinion decided and "in_domain" those that
-    pass the domain check."""
+    pass the domain check. ``posterior`` ("network" or "likelihood", ``posterior_samples``)
+    picks the posterior the parameters are read from."""
     labels = np.asarray(shape_labels)
     cls = model.classify(log_i, refine_below=refine_below)
     pred, pred_net = cls["probabilities"].argmax(axis=1), cls["network"].argmax(axis=1)
@@ -1348,8 +1445,8 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
     out = {"shape_accuracy": float((pred == labels).mean()), "confusion": confusion.tolist(), "predicted": pred,
            "shape_accuracy_network": float((pred_net == labels).mean()), "predicted_network": pred_net,
            "confusion_network": confusion_net.tolist(),
-           "refined": cls["refined"], "in_domain": cls["in_domain"], "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
-    for s, samples, truth in _samples_per_shape(model, log_i, labels, params, param_names, n_samples, seed):
+           "refined": cls["refined"], "in_domain": cls["in_domain"], "posterior": posterior, "mae": {}, "coverage": {}, "median": {}, "samples_sd": {}}
+    for s, samples, truth in _samples_per_shape(model, log_i, labels, params, param_names, n_samples, seed, posterior):
         med = np.median(samples, axis=1)
         cover = interval_coverage(samples, dequantized_truth(model.transforms[s], truth, seed), level)
         out["median"][s] = med

@@ -613,13 +613,15 @@ def how_to_train(profile: str | None = None) -> str:
             "quick: about a minute on 2 CPU cores, standard: a few minutes once the curves are cached)")
 
 
-def load_inverter(path=None, *, second_opinion=None, profile: str | None = None):
+def load_inverter(path=None, *, second_opinion=None, profile: str | None = None, posterior_refiner=None):
     """The saved study-1 ``ShapeInverter`` at ``path``: a file, or the name of one of notebook 01's
     models (``MODELS``: "scalefree", "wide", "paper"); default ``default_model_path(profile)``.
 
     ``model_info()`` fills in the priors and conventions of a card saved without them.
     second_opinion: e.g. ``bayes_shapes.second_opinion`` (this module cannot import it). It is
-    asked with the model's priors where it accepts them (``ShapeInverter``).
+    asked with the model's priors where it accepts them (``ShapeInverter``). posterior_refiner:
+    e.g. ``bayes_shapes.likelihood_posterior``, the parameters' posterior under the exact
+    likelihood, which ``predict`` then reports for curves in domain.
 
     Raises
     ------
@@ -640,7 +642,7 @@ def load_inverter(path=None, *, second_opinion=None, profile: str | None = None)
         raise ValueError(f"no trained study-1 model at {base.with_suffix('.pt')} ({missing}). Train one with "
                          f"notebook 01:\n  {how_to_train(profile)}"
                          + (f"\nSaved study-1 models: {', '.join(found)} (pass one as the model path, --model on the command line)" if found else ""))
-    return ShapeInverter.load(base, second_opinion=second_opinion, **model_info())
+    return ShapeInverter.load(base, second_opinion=second_opinion, posterior_refiner=posterior_refiner, **model_info())
 
 
 def posterior_curves(verdict, q_nm, n_draws: int = 40, seed: int = 0, scale: float = 1.0) -> dict:
@@ -831,11 +833,12 @@ def predict_file(path, model, *, q_unit: str | None = None, **predict_kwargs):
     return verdict, curve
 
 
-def predict_main(argv=None, *, second_opinion=None, prog: str | None = None) -> int:
+def predict_main(argv=None, *, second_opinion=None, posterior_refiner=None, prog: str | None = None) -> int:
     """``predict FILE``: print the verdict of the study-1 model on a curve file and save a figure.
 
     The command is ``python -m sashelpers.studies.bayes_shapes predict FILE [--model PATH]
-    [--figure OUT.png]``; ``bayes_shapes`` passes its likelihood as ``second_opinion``. Returns
+    [--figure OUT.png]``; ``bayes_shapes`` passes its likelihood as ``second_opinion`` and
+    ``posterior_refiner`` (the parameters then come from the likelihood's posterior). Returns
     the exit status: 0 when a verdict was printed (in or out of domain), 2 when the file cannot
     be read or no model is found (the message says why and how to train one).
     """
@@ -862,7 +865,8 @@ def predict_main(argv=None, *, second_opinion=None, prog: str | None = None) -> 
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refine-below", type=float, default=REFINE_BELOW,
                     help=f"network probability below which the likelihood decides the shape (default {REFINE_BELOW})")
-    ap.add_argument("--network-only", action="store_true", help="never ask the likelihood second opinion")
+    ap.add_argument("--network-only", action="store_true", help="never ask the likelihood: the network decides the "
+                    "shape and gives the parameters' posterior")
     ap.add_argument("--json", default=None, help="also write the verdict (without samples) to this JSON file")
     args = ap.parse_args(argv)
 
@@ -872,6 +876,7 @@ def predict_main(argv=None, *, second_opinion=None, prog: str | None = None) -> 
         matplotlib.use("Agg")
     try:
         model = load_inverter(args.model, second_opinion=None if args.network_only else second_opinion,
+                              posterior_refiner=None if args.network_only else posterior_refiner,
                               profile=args.profile)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="this curve lies outside the training domain")
