@@ -1162,6 +1162,175 @@ def markdown_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# archived experiments (notebook 01 reads their records): the likelihood on the whole test sets
+# ---------------------------------------------------------------------------------------------
+
+#: ``python -m sashelpers.studies.bayes_shapes experiment NAME [--profile P]``: "wide_likelihood"
+#: (the wide-prior model's test set: shapes with the likelihood where the network is unsure, and
+#: every curve's parameters from the likelihood's posterior, against the network's) and
+#: "background_likelihood" (the scale-free model's final shape accuracy on the test curves with a
+#: background, times 1e-3 and 1e3, against the same curves without). Records:
+#: ``book/records/experiments/01_<name>@<profile>.json``.
+EXPERIMENTS = ("wide_likelihood", "background_likelihood")
+
+#: The relative-error bins (true radius, nm) of the wide-prior experiment.
+RADIUS_EDGES_NM = (0.5, 1, 2, 5, 10, 20, 30, 40, 50)
+
+#: Test curves per shape whose likelihood posterior the wide-prior experiment computes (None: all):
+#: a cylinder's costs ~20 s on one core (the orientation average of rods up to 200 nm long at every
+#: importance draw), a sphere's ~0.3 s, a hard sphere's ~0.6 s.
+POSTERIOR_SUBSET = {"sphere": None, "sphere@hardsphere": None, "cylinder": 120}
+
+
+def _test_curves(profile: str, priors: str) -> dict:
+    """Notebook 01's test curves at ``profile`` drawn from ``priors``: {"q_nm", "log_i", "shape",
+    "params"} (the dataset as the notebook makes it, split by ``inn_scatterers.split_indices``)."""
+    P = s1.profile_sizes(profile)
+    data = s1.make_dataset(n_per_shape=P["n_per_shape"], seed=P["seed"], workers=1, engine="torch",
+                           priors=priors, progress=False)
+    test = s1.split_indices(len(data["shape"]), P["seed"])[2]
+    return {"q_nm": data["q_nm"], "log_i": data["log_i"][test], "shape": data["shape"][test],
+            "params": data["params"][test]}
+
+
+def posterior_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
+    """``core.datasets.generate`` generator: the likelihood's posterior (``likelihood_posterior``
+    for the true shape, with a free scale and background as the scale-free models ask it) of test
+    curves ``config["rows"][start:stop]`` of notebook 01's test set (``config``: profile, priors,
+    n_draws, rows: indices into the test set). Per curve:
+    "median", "lo", "hi" (5 and 95 % quantiles), columns ``PARAM_NAMES`` (NaN where the shape has no
+    such parameter), and "ess" (``likelihood_posterior``). One torch thread per worker."""
+    import torch
+
+    torch.set_num_threads(1)
+    t = _test_curves(config["profile"], config["priors"])
+    rows = np.asarray(config["rows"][start:stop], dtype=np.int64)
+    y, lab = t["log_i"][rows], t["shape"][rows]
+    n, m = stop - start, len(sc.PARAM_NAMES)
+    out = {k: np.full((n, m), np.nan) for k in ("median", "lo", "hi")}
+    out["ess"] = np.zeros(n)
+    for k, shape in enumerate(sc.SHAPES):
+        rows = np.flatnonzero(lab == k)
+        if rows.size == 0:
+            continue
+        post = likelihood_posterior(shape, t["q_nm"], y[rows], n_draws=config["n_draws"], seed=seed,
+                                    free_scale=True, free_background=True, priors=config["priors"])
+        cols = [sc.PARAM_NAMES.index(p) for p in sc.SHAPE_PARAMS[shape]]
+        for key, fn in (("median", np.median), ("lo", lambda a, axis: np.quantile(a, 0.05, axis=axis)),
+                        ("hi", lambda a, axis: np.quantile(a, 0.95, axis=axis))):
+            out[key][np.ix_(rows, cols)] = fn(post["samples"], axis=1)
+        out["ess"][rows] = post["ess"]
+    return out
+
+
+def _coverage(lo, hi, truth) -> float:
+    ok = np.isfinite(truth)
+    return float(np.mean((lo[ok] <= truth[ok]) & (truth[ok] <= hi[ok])))
+
+
+def _model_file_id(path) -> str:
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(path).with_suffix(".pt").read_bytes()).hexdigest()[:12]
+
+
+def _subset_ev(ev: dict, lab, rows) -> dict:
+    """``learn.inn.evaluate``'s medians and verdicts restricted to the test curves ``rows``."""
+    out = {**ev, "predicted": ev["predicted"][rows], "predicted_network": ev["predicted_network"][rows], "median": {}}
+    for k, shape in enumerate(sc.SHAPES):
+        if shape in ev["median"]:
+            out["median"][shape] = ev["median"][shape][np.isin(np.flatnonzero(lab == k), rows)]
+    return out
+
+
+def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dict:
+    """Run one of ``EXPERIMENTS`` at ``profile`` with notebook 01's saved models and test curves;
+    returns its results (``main``'s ``experiment`` command archives them). The likelihood's
+    posteriors (of the test curves ``POSTERIOR_SUBSET`` picks, at random) are computed in chunks
+    through ``core.datasets.generate`` (``workers`` processes, a progress bar, cached: an
+    interrupted run resumes); the network's read-back is given on the same curves beside them."""
+    import time
+
+    import torch
+
+    from ..core import datasets
+    from ..learn import inn
+
+    checks.one_of("name", name, EXPERIMENTS)
+    torch.set_num_threads(1)
+    P = s1.profile_sizes(profile)
+    if name == "background_likelihood":
+        t = _test_curves(profile, "paper")
+        model = s1.load_inverter("scalefree", profile=profile, second_opinion=second_opinion)
+        t0 = time.perf_counter()
+        check = s1.invariance_check(model, t["log_i"], t["shape"], t["params"], factors=(1e-3, 1e3),
+                                    seed=P["seed"], refine_below=P["refine_below"])
+        return {"model": s1.default_model_path(profile, "scalefree").name,
+                "model_sha256": _model_file_id(s1.default_model_path(profile, "scalefree")),
+                "n_test": int(len(t["shape"])), "refine_below": P["refine_below"], "check": check,
+                "seconds": time.perf_counter() - t0}
+    t = _test_curves(profile, "wide")
+    y, lab, par = t["log_i"], t["shape"], t["params"]
+    path = s1.default_model_path(profile, "wide")
+    model = s1.load_inverter("wide", profile=profile, second_opinion=second_opinion)
+    t0 = time.perf_counter()
+    ev = inn.evaluate(model, y, lab, par, sc.PARAM_NAMES, n_samples=P["n_samples"], seed=P["seed"],
+                      refine_below=P["refine_below"])
+    t_classify = time.perf_counter() - t0
+    rng = np.random.default_rng([int(P["seed"]), 17])
+    rows = []
+    for k, shape in enumerate(sc.SHAPES):
+        idx, cap = np.flatnonzero(lab == k), POSTERIOR_SUBSET.get(shape)
+        rows.append(idx if cap is None or cap >= idx.size else np.sort(rng.choice(idx, int(cap), replace=False)))
+    rows = np.sort(np.concatenate(rows))
+    t0 = time.perf_counter()
+    post = datasets.generate("study1wide_posterior", posterior_chunk,
+                             {"profile": profile, "priors": "wide", "n_draws": int(P["n_samples"]),
+                              "rows": rows.tolist()}, len(rows), P["seed"], chunk_size=20, workers=workers)
+    t_posterior = time.perf_counter() - t0
+    lab_s, par_s = lab[rows], par[rows]
+    ev_net = _subset_ev(ev, lab, rows)
+    trusted = post["ess"] >= inn.MIN_ESS
+    ev_lik = {**ev_net, "median": {}}
+    coverage = {"network": {}, "likelihood": {}}
+    for k, shape in enumerate(sc.SHAPES):
+        sel = lab_s == k
+        cols = [sc.PARAM_NAMES.index(p) for p in sc.SHAPE_PARAMS[shape]]
+        # as ShapeInverter.posterior_samples(..., posterior="likelihood"): the network's where too thin
+        ev_lik["median"][shape] = np.where(trusted[sel][:, None], post["median"][sel][:, cols],
+                                           ev_net["median"][shape])
+        for p in sc.SHAPE_PARAMS[shape]:
+            if p.endswith("_nm"):
+                j = sc.PARAM_NAMES.index(p)
+                coverage["likelihood"][f"{shape}.{p}"] = _coverage(post["lo"][sel, j], post["hi"][sel, j],
+                                                                   par_s[sel, j].astype(np.float64))
+        coverage["network"][shape] = ev["coverage"][shape]
+    by_size = {src: {shape: s1.error_by_size(e, par_s, lab_s, RADIUS_EDGES_NM, shape=shape) for shape in sc.SHAPES}
+               for src, e in (("network", ev_net), ("likelihood", ev_lik))}
+    return {"model": path.name, "model_sha256": _model_file_id(path), "n_test": int(len(lab)),
+            "refine_below": P["refine_below"], "n_refined": int(ev["refined"].sum()),
+            "posterior_subset": POSTERIOR_SUBSET, "n_posterior": int(len(rows)),
+            "network_all": s1.accuracy_table(ev, par, lab),
+            "network": s1.accuracy_table(ev_net, par_s, lab_s), "likelihood": s1.accuracy_table(ev_lik, par_s, lab_s),
+            "coverage90": coverage, "by_size": by_size,
+            "ess": {"median": float(np.median(post["ess"])), "min": float(post["ess"].min()),
+                    "below_min": int((~trusted).sum()), "min_ess": inn.MIN_ESS},
+            "seconds": {"classify": t_classify, "posterior": t_posterior, "workers": workers}}
+
+
+def load_experiments(profile: str = "standard") -> dict:
+    """The archived ``EXPERIMENTS`` at ``profile``: {name: results, or None when not run}."""
+    from ..core import report
+
+    out = {}
+    for name in EXPERIMENTS:
+        rec = report.load_experiment(s1.STUDY, name, profile)
+        out[name] = None if rec is None else rec["results"]
+    return out
+
+
 def main(argv=None):
     """``python -m sashelpers.studies.bayes_shapes``: the check on study 1's test set (the notebook's split).
 
@@ -1172,6 +1341,9 @@ def main(argv=None):
     ``python -m sashelpers.studies.bayes_shapes predict FILE [--model PATH] [--figure OUT.png]``
     instead prints the verdict on one curve file (``inn_scatterers.predict_main`` with this
     module's ``second_opinion``) and returns its exit status.
+
+    ``python -m sashelpers.studies.bayes_shapes experiment NAME [--profile P] [--workers N]`` runs
+    and archives one of ``EXPERIMENTS`` (``experiment``).
     """
     import argparse
     import sys
@@ -1180,6 +1352,12 @@ def main(argv=None):
     import torch
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["experiment"]:
+        from ..core import report
+
+        return report.experiment_cli(s1.STUDY, "sashelpers.studies.bayes_shapes experiment", EXPERIMENTS, experiment,
+                                     argv[1:], doc="Study 1's archived likelihood experiments (EXPERIMENTS)",
+                                     options=(("--workers", {"type": int, "default": 2}),))
     if argv[:1] == ["predict"]:
         return s1.predict_main(argv[1:], second_opinion=second_opinion, posterior_refiner=likelihood_posterior,
                                prog="python -m sashelpers.studies.bayes_shapes predict")

@@ -517,20 +517,25 @@ def accuracy_table(ev: dict, params, labels, shapes=SHAPES) -> dict:
 
 
 def invariance_check(model, log_i, labels, params, *, factors=(1e-3, 1.0, 1e3), background: bool = True,
-                     seed: int = 0, n_samples: int = 100) -> dict:
+                     seed: int = 0, n_samples: int = 100, refine_below: float | None = None) -> dict:
     """The network's read-back of test curves as they are ("clean x1") and, with a random flat
     background (``add_background``, on every curve), times each factor ("background x<factor>").
 
     Returns {label: {"shape_accuracy_network", "sphere_radius_mae_nm", "radius_rel_mae" (mean over
-    the shapes of the relative radius MAE), "in_domain" (fraction)}}. Network alone
-    (``refine_below=None``), ``n_samples`` posterior draws per curve.
+    the shapes of the relative radius MAE), "in_domain" (fraction)}}, from ``n_samples`` network
+    posterior draws per curve. With ``refine_below`` (e.g. ``learn.inn.REFINE_BELOW``) the model's
+    second opinion decides where the network is unsure, and "shape_accuracy" (the final verdict)
+    and "refined" (the fraction of curves it decided) are added; default None: the network alone.
     """
     from ..learn import inn
 
     def one(y):
-        e = inn.evaluate(model, y, labels, params, PARAM_NAMES, n_samples=n_samples, seed=seed, refine_below=None)
+        e = inn.evaluate(model, y, labels, params, PARAM_NAMES, n_samples=n_samples, seed=seed,
+                         refine_below=refine_below)
         t = accuracy_table(e, params, labels)
-        return {"shape_accuracy_network": e["shape_accuracy_network"],
+        final = ({} if refine_below is None else
+                 {"shape_accuracy": e["shape_accuracy"], "refined": float(np.mean(e["refined"]))})
+        return {**final, "shape_accuracy_network": e["shape_accuracy_network"],
                 "sphere_radius_mae_nm": t["sphere"]["radius_nm_mae_nm"],
                 "radius_rel_mae": float(np.mean([t[s]["radius_nm_rel_mae"] for s in SHAPES])),
                 "in_domain": float(e["in_domain"].mean())}
