@@ -242,6 +242,24 @@ def test_evaluate_and_samples_with_the_likelihood_posterior(saved):
     np.testing.assert_array_equal(got, thin.posterior_samples(log_i[:3], "sphere", 40))
 
 
+def test_size_readback_puts_the_network_beside_the_likelihood(saved):
+    log_i, labels, params = make(20, 11)
+
+    class Truth(Refiner):      # a refiner that knows the answer: every draw at the true parameters
+        def __call__(self, shape, q, y, *, n_draws, seed):
+            rows = [int(np.flatnonzero((log_i == r).all(axis=1))[0]) for r in y]
+            cols = [NAMES.index(p) for p in SHAPE_PARAMS[shape]]
+            return {"samples": np.repeat(params[rows][:, None, cols], n_draws, axis=1), "ess": np.full(len(y), 99.0)}
+
+    model = load(saved[1], posterior_refiner=Truth())
+    rows = s1.size_readback(model, log_i, labels, params, {"sphere": 5, "cylinder": 3}, n_samples=50, param_names=NAMES)
+    assert [(r["shape"], r["n"]) for r in rows] == [("sphere", 5), ("cylinder", 3)]
+    assert all(r["likelihood_rel_mae"] == 0.0 and r["network_rel_mae"] > 0.0 and r["ess_min"] == 99.0 for r in rows)
+    sel = np.flatnonzero(labels == 0)[:5]
+    net = np.median(model.posterior_samples(log_i[sel], "sphere", 50)[..., 0], axis=1)
+    assert rows[0]["network_rel_mae"] == pytest.approx(np.mean(np.abs(net - params[sel, 0]) / params[sel, 0]))
+
+
 # --- one refine_below default ------------------------------------------------------------------
 
 def test_refine_below_has_one_default_everywhere(saved):

@@ -315,3 +315,41 @@ def test_every_sasdata_example_curve_goes_through_the_command_path(masked_model)
     assert "refused" in fig.axes[1].get_title()
     with pytest.raises(ValueError, match="no rows for model"):
         s1.examples_figure(rows, "other", {"tiny": model})
+
+
+# --- the archived likelihood experiment's helpers -------------------------------------------------
+
+def test_subset_of_an_evaluation_keeps_each_shapes_medians_in_step():
+    lab = np.array([0, 2, 1, 0, 2, 1])
+    ev = {"predicted": np.array([0, 2, 0, 0, 1, 1]), "predicted_network": np.array([0, 2, 0, 0, 1, 0]),
+          "median": {"sphere": np.array([[1.0, 0.1], [2.0, 0.1]]),
+                     "sphere@hardsphere": np.array([[3.0, 0.1, 0.1], [4.0, 0.1, 0.2]]),
+                     "cylinder": np.array([[5.0, 0.1, 9.0, 0.1], [6.0, 0.1, 9.0, 0.1]])}}
+    sub = am._subset_ev(ev, lab, np.array([1, 3, 5]))
+    assert sub["predicted"].tolist() == [2, 0, 1] and sub["predicted_network"].tolist() == [2, 0, 0]
+    assert sub["median"]["sphere"][:, 0].tolist() == [2.0]
+    assert sub["median"]["sphere@hardsphere"][:, 0].tolist() == [4.0]
+    assert sub["median"]["cylinder"][:, 0].tolist() == [5.0]
+
+
+def test_likelihood_tables_render_the_record():
+    shapes = sc.SHAPES
+
+    def table(rel):
+        out = {s: {"n": 10, "accuracy": 0.99, "accuracy_network": 0.95, "radius_nm_mae_nm": 0.1, "radius_nm_rel_mae": rel}
+               for s in shapes}
+        out["cylinder"]["length_nm_rel_mae"] = 2 * rel
+        out["all"] = {"n": 30, "accuracy": 0.986, "accuracy_network": 0.967}
+        return out
+
+    bins = [{"lo_nm": 0.5, "hi_nm": 1.0, "n": 3, "accuracy": 1.0, "rel_mae": 0.25},
+            {"lo_nm": 1.0, "hi_nm": 2.0, "n": 0, "accuracy": float("nan"), "rel_mae": float("nan")}]
+    rec = {"network_all": table(0.1), "network": table(0.1), "likelihood": table(0.0123), "n_posterior": 30, "n_test": 1500,
+           "coverage90": {"network": {s: {"radius_nm": 0.8} for s in shapes},
+                          "likelihood": {f"{s}.radius_nm": 0.9 for s in shapes}},
+           "by_size": {"network": {s: bins for s in shapes}, "likelihood": {s: bins for s in shapes}}}
+    text = s1.likelihood_table(rec)
+    assert "| cylinder | 95.0% / 99.0% | 10 of 10 | 10.00% / 1.23% | 20.0% / 2.5% | 0.80 / 0.90 |" in text
+    assert "| all | 96.7% / 98.6% | 30 of 1500 |" in text
+    by = s1.likelihood_by_size_table(rec)
+    assert "| 0.5–1 | 25.0% → 25.0% (n=3)" in by and "| 1–2 | – | – | – |" in by

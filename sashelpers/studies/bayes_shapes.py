@@ -49,6 +49,11 @@ classifier be?".
 * ``classify(q, log_i)``: the same Bayes classifier for curves without labels;
   ``second_opinion`` is its form for ``learn.inn.ShapeInverter`` (which asks it where the
   network is unsure, and only for curves inside the training domain).
+* ``likelihood_posterior(shape, q, log_i)``: the parameters' posterior for a known shape, the
+  importance draws of the marginal likelihood resampled to equal weights; a ``ShapeInverter``
+  given it as ``posterior_refiner`` reports it instead of the network's for curves in domain.
+* ``experiment(NAME)`` (``EXPERIMENTS``): the likelihood on notebook 01's whole test sets,
+  archived for the notebook (``load_experiments``).
 
 Commands: ``python -m sashelpers.studies.bayes_shapes predict FILE [--model PATH] [--figure
 OUT.png]`` prints study 1's verdict on one's own curve file (network, domain check, and this

@@ -14,6 +14,8 @@ This module holds everything specific to the study:
 * the nuisances of measured curves in training: ``add_background`` (``BACKGROUND``) and random q
   windows (``CROPS``, ``learn.inn.random_crops``); ``split_indices`` and ``train_inverter`` (the
   notebook's training), ``accuracy_table``, ``error_by_size``, ``invariance_check``;
+  ``size_readback`` (the network's radius against the likelihood's), ``likelihood_table`` and
+  ``likelihood_by_size_table`` (the archived likelihood experiment, ``bayes_shapes.experiment``);
 * ``CONVENTIONS`` and ``model_info``: what a trained model's card records about its curves
   (priors, noise model, intensity scale, contrast); ``MODELS``, ``default_model_path`` and
   ``load_inverter``: notebook 01's saved models ("paper", "scalefree", "wide"), with a clear error
@@ -61,19 +63,22 @@ SIZES = {
               "n_samples": 100, "baseline_trees": 100,
               "bar_accuracy": 0.9, "bar_sphere_radius_mae_nm": 0.6, "bar_coverage": (0.5, 1.0),
               "bar_background_points": 0.05, "bar_background_mae": 1.0, "bar_wide_accuracy": 0.6,
-              "bar_wide_sphere_radius_rel_mae": 1.0, "bar_wide_radius_rel_mae": 1.0},
+              "bar_wide_sphere_radius_rel_mae": 1.0, "bar_wide_radius_rel_mae": 1.0,
+              "likelihood_demo": {"sphere": 4, "sphere@hardsphere": 4}, "bar_likelihood_rel_mae": 0.2},
     "standard": {"n_per_shape": 5000, "seed": 0, "hidden": 128, "n_blocks": 6, "epochs": 60, "lr": 1e-3, "patience": 10,
                  "wide_classifier_extra_per_shape": 20000, "classifier_extra_per_shape": 20000,
                  "n_samples": 300, "baseline_trees": 200,
                  "bar_accuracy": 0.99, "bar_sphere_radius_mae_nm": 0.05, "bar_coverage": (0.8, 0.97),
                  "bar_background_points": 0.01, "bar_background_mae": 0.2, "bar_wide_accuracy": 0.96,
-                 "bar_wide_sphere_radius_rel_mae": 0.03, "bar_wide_radius_rel_mae": 0.2},
+                 "bar_wide_sphere_radius_rel_mae": 0.03, "bar_wide_radius_rel_mae": 0.2,
+                 "likelihood_demo": {"sphere": 20, "sphere@hardsphere": 20, "cylinder": 2}, "bar_likelihood_rel_mae": 0.05},
     "paper": {"n_per_shape": 5000, "seed": 0, "hidden": 256, "n_blocks": 8, "epochs": 200, "lr": 1e-3, "patience": 20,
               "wide_classifier_extra_per_shape": 20000, "classifier_extra_per_shape": 20000,
               "n_samples": 1000, "baseline_trees": 1000,
               "bar_accuracy": 0.99, "bar_sphere_radius_mae_nm": 0.05, "bar_coverage": (0.85, 0.95),
               "bar_background_points": 0.01, "bar_background_mae": 0.2, "bar_wide_accuracy": 0.96,
-              "bar_wide_sphere_radius_rel_mae": 0.03, "bar_wide_radius_rel_mae": 0.2},
+              "bar_wide_sphere_radius_rel_mae": 0.03, "bar_wide_radius_rel_mae": 0.2,
+              "likelihood_demo": {"sphere": 50, "sphere@hardsphere": 50, "cylinder": 5}, "bar_likelihood_rel_mae": 0.05},
 }
 
 
@@ -546,6 +551,71 @@ def invariance_check(model, log_i, labels, params, *, factors=(1e-3, 1.0, 1e3), 
         for c in factors:
             out[f"background x{c:g}"] = one(log_bg + np.float32(np.log(c)))
     return out
+
+
+def size_readback(model, log_i, labels, params, per_shape: dict, *, n_samples: int = 300, seed: int = 0,
+                  param_names=PARAM_NAMES) -> list[dict]:
+    """The radius read back by the network and by the likelihood, side by side: for each of the
+    model's shapes, its first ``per_shape[shape]`` curves (labels: indices into ``model.shapes``;
+    params: columns ``param_names``), the relative error |median - true| / true
+    of the network's posterior median and of the likelihood's (``model.likelihood_samples``: the
+    model needs a ``posterior_refiner``, e.g. ``bayes_shapes.likelihood_posterior``), and the
+    seconds each took. Returns rows {"shape", "n", "network_rel_mae", "likelihood_rel_mae",
+    "network_s", "likelihood_s", "ess_min"}."""
+    import time
+
+    labels = np.asarray(labels)
+    rows = []
+    for k, s in enumerate(model.shapes):
+        sel = np.flatnonzero(labels == k)[: int(per_shape.get(s, 0))]
+        if sel.size == 0:
+            continue
+        truth = np.asarray(params, dtype=np.float64)[sel, list(param_names).index("radius_nm")]
+        j = model.shape_params[s].index("radius_nm")
+        t0 = time.perf_counter()
+        net = np.median(model.posterior_samples(log_i[sel], s, n_samples, seed)[..., j], axis=1)
+        t1 = time.perf_counter()
+        lik, ess = model.likelihood_samples(log_i[sel], s, n_samples, seed)
+        t2 = time.perf_counter()
+        rows.append({"shape": s, "n": int(sel.size), "network_rel_mae": float(np.mean(np.abs(net - truth) / truth)),
+                     "likelihood_rel_mae": float(np.mean(np.abs(np.median(lik[..., j], axis=1) - truth) / truth)),
+                     "network_s": t1 - t0, "likelihood_s": t2 - t1, "ess_min": float(ess.min())})
+    return rows
+
+
+def likelihood_table(results: dict) -> str:
+    """Markdown: the archived wide-prior experiment (``bayes_shapes.experiment("wide_likelihood")``)
+    per shape: shape accuracy of the network and with the likelihood where it is unsure (all test
+    curves), and on the curves whose likelihood posterior was computed, the relative radius (and
+    length) MAE and the 90 % coverage of the radius, network against likelihood."""
+    net_all, net, lik = results["network_all"], results["network"], results["likelihood"]
+    cov = results["coverage90"]
+    rows = ["| shape | shape accuracy: network / + likelihood where unsure | curves sized | radius MAE / radius: "
+            "network / likelihood | length MAE / length | 90 % coverage of the radius: network / likelihood |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for s in SHAPES:
+        length = (f"{net[s]['length_nm_rel_mae']:.1%} / {lik[s]['length_nm_rel_mae']:.1%}"
+                  if "length_nm_rel_mae" in net[s] else "–")
+        rows.append(f"| {s} | {net_all[s]['accuracy_network']:.1%} / {net_all[s]['accuracy']:.1%} | {net[s]['n']} of "
+                    f"{net_all[s]['n']} | {net[s]['radius_nm_rel_mae']:.2%} / {lik[s]['radius_nm_rel_mae']:.2%} | {length} | "
+                    f"{cov['network'][s]['radius_nm']:.2f} / {cov['likelihood'][f'{s}.radius_nm']:.2f} |")
+    rows.append(f"| all | {net_all['all']['accuracy_network']:.1%} / {net_all['all']['accuracy']:.1%} | "
+                f"{results['n_posterior']} of {results['n_test']} | | | |")
+    return "\n".join(rows)
+
+
+def likelihood_by_size_table(results: dict) -> str:
+    """Markdown: the archived wide-prior experiment's relative radius MAE by true radius, per shape,
+    network -> likelihood (the curves whose likelihood posterior was computed)."""
+    by = results["by_size"]
+    rows = ["| true radius (nm) | " + " | ".join(SHAPES) + " |", "| --- |" + " --- |" * len(SHAPES)]
+    for i, b in enumerate(by["network"][SHAPES[0]]):
+        cells = []
+        for s in SHAPES:
+            n, lk = by["network"][s][i], by["likelihood"][s][i]
+            cells.append("–" if not n["n"] else f"{n['rel_mae']:.1%} → {lk['rel_mae']:.1%} (n={n['n']})")
+        rows.append(f"| {b['lo_nm']:g}–{b['hi_nm']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def error_by_size(ev: dict, params, labels, edges_nm, shape: str = "sphere", size: str = "radius_nm") -> list[dict]:
