@@ -1175,9 +1175,11 @@ def markdown_report(result: dict) -> str:
 #: (the wide-prior model's test set: shapes with the likelihood where the network is unsure, and
 #: every curve's parameters from the likelihood's posterior, against the network's) and
 #: "background_likelihood" (the scale-free model's final shape accuracy on the test curves with a
-#: background, times 1e-3 and 1e3, against the same curves without). Records:
+#: background, times 1e-3 and 1e3, against the same curves without) and "background_ceiling" (the
+#: curves whose network verdict the background changes, and the Bayes classifier on them with and
+#: without it: is the information gone, or does the network miss it?). Records:
 #: ``book/records/experiments/01_<name>@<profile>.json``.
-EXPERIMENTS = ("wide_likelihood", "background_likelihood")
+EXPERIMENTS = ("wide_likelihood", "background_likelihood", "background_ceiling")
 
 #: The relative-error bins (true radius, nm) of the wide-prior experiment.
 RADIUS_EDGES_NM = (0.5, 1, 2, 5, 10, 20, 30, 40, 50)
@@ -1266,6 +1268,8 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
     checks.one_of("name", name, EXPERIMENTS)
     torch.set_num_threads(1)
     P = s1.profile_sizes(profile)
+    if name == "background_ceiling":
+        return _background_ceiling(profile)
     if name == "background_likelihood":
         t = _test_curves(profile, "paper")
         model = s1.load_inverter("scalefree", profile=profile, second_opinion=second_opinion)
@@ -1323,6 +1327,38 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
             "ess": {"median": float(np.median(post["ess"])), "min": float(post["ess"].min()),
                     "below_min": int((~trusted).sum()), "min_ess": inn.MIN_ESS},
             "seconds": {"classify": t_classify, "posterior": t_posterior, "workers": workers}}
+
+
+def _background_ceiling(profile: str) -> dict:
+    """The scale-free model's test curves whose network verdict a background changes (right
+    without it and wrong with it, or the other way round; the background as in
+    ``inn_scatterers.invariance_check``), and the Bayes classifier (``classify``, effort "full",
+    free scale and background) on each of them with and without the background."""
+    import time
+
+    t = _test_curves(profile, "paper")
+    P = s1.profile_sizes(profile)
+    model = s1.load_inverter("scalefree", profile=profile)
+    y, lab = t["log_i"], t["shape"]
+    y_bg = s1.add_background(y, np.random.default_rng([int(P["seed"]), 79]), absent=0.0)[0]
+    right = model.shape_probabilities(y).argmax(1) == lab
+    right_bg = model.shape_probabilities(y_bg).argmax(1) == lab
+    lost, gained = np.flatnonzero(right & ~right_bg), np.flatnonzero(~right & right_bg)
+    rows = np.concatenate([lost, gained])
+    t0 = time.perf_counter()
+    kw = {"effort": "full", "free_scale": True, "free_background": True, "priors": "paper"}
+    post = classify(t["q_nm"], y[rows], **kw)["posterior"]
+    post_bg = classify(t["q_nm"], y_bg[rows], **kw)["posterior"]
+    p_true, p_true_bg = post[np.arange(len(rows)), lab[rows]], post_bg[np.arange(len(rows)), lab[rows]]
+    bayes, bayes_bg = post.argmax(1) == lab[rows], post_bg.argmax(1) == lab[rows]
+    n_lost = len(lost)
+    return {"model": s1.default_model_path(profile, "scalefree").name, "n_test": int(len(lab)),
+            "network_right": int(right.sum()), "network_right_background": int(right_bg.sum()),
+            "lost": n_lost, "gained": int(len(gained)),
+            "bayes_on_lost": {"right_clean": int(bayes[:n_lost].sum()), "right_background": int(bayes_bg[:n_lost].sum()),
+                              "p_true_clean": p_true[:n_lost].tolist(), "p_true_background": p_true_bg[:n_lost].tolist()},
+            "bayes_on_gained": {"right_clean": int(bayes[n_lost:].sum()), "right_background": int(bayes_bg[n_lost:].sum())},
+            "shapes_lost": [sc.SHAPES[k] for k in lab[lost]], "seconds": time.perf_counter() - t0}
 
 
 def load_experiments(profile: str = "standard") -> dict:
