@@ -1012,8 +1012,11 @@ def second_opinion(q_nm, log_i, shapes=sc.SHAPES, effort: str = "fast", free_sca
                     free_background=free_background)["posterior"]
 
 
-#: Settings of ``likelihood_posterior``: draws and rounds of the adaptive importance sampling.
-POSTERIOR_EFFORT = {"fit_kwargs": {}, "evidence_kwargs": {"n_samples": 400, "n_rounds": 3}}
+#: Settings of ``likelihood_posterior``: draws and rounds of the adaptive importance sampling, and
+#: those of its second try for curves whose weights hold fewer than ``retry_below`` effective draws
+#: (small particles, whose posteriors are long curved ridges that the first proposal misses).
+POSTERIOR_EFFORT = {"fit_kwargs": {}, "evidence_kwargs": {"n_samples": 400, "n_rounds": 3},
+                    "retry_below": 20.0, "retry_kwargs": {"n_samples": 800, "n_rounds": 5}}
 
 
 def _measured_columns(q_nm, y):
@@ -1031,12 +1034,19 @@ def _measured_columns(q_nm, y):
     return q, q[measured[0]], y[:, measured[0]]
 
 
+def _ess(w) -> float:
+    """Effective number of draws of importance weights w (0 when there are none)."""
+    w = np.asarray(w, dtype=np.float64)
+    return float(w.sum() ** 2 / np.sum(w ** 2)) if w.size and w.sum() > 0 else 0.0
+
+
 def likelihood_posterior(shape: str, q_nm, log_i, *, n_draws: int = 300, seed: int = 0, noise: float = NOISE,
                          free_scale: bool = False, priors="paper", free_background: bool = False) -> dict:
     """Posterior samples of ``shape``'s parameters under the exact likelihood (module docstring)
     and the prior set ``priors``, for one curve or a batch: the best fits (``best_fit``), then
-    adaptive importance sampling around them (``log_evidence``, ``POSTERIOR_EFFORT``), resampled
-    to ``n_draws`` equally weighted draws per curve.
+    adaptive importance sampling around them (``log_evidence``, ``POSTERIOR_EFFORT``; a second,
+    longer try where the first holds few effective draws), resampled to ``n_draws`` equally
+    weighted draws per curve.
 
     This is the reference posterior a network's can be held against, and the likelihood's answer
     for the parameters of an in-domain curve (``learn.inn.ShapeInverter``'s ``posterior_refiner``).
@@ -1069,20 +1079,30 @@ def likelihood_posterior(shape: str, q_nm, log_i, *, n_draws: int = 300, seed: i
     library_q, q, y = _measured_columns(q_nm, y)
     fit = best_fit(shape, q, y, return_all=True, free_scale=free_scale, free_background=free_background,
                    priors=priors, library_q=library_q, noise=noise, **POSTERIOR_EFFORT["fit_kwargs"])
-    ev = log_evidence(shape, q, y, fit, noise=noise, free_scale=free_scale, free_background=free_background,
-                      priors=priors, seed=seed, return_draws=True, **POSTERIOR_EFFORT["evidence_kwargs"])
+    common = {"noise": noise, "free_scale": free_scale, "free_background": free_background, "priors": priors,
+              "seed": seed, "return_draws": True}
+    ev = log_evidence(shape, q, y, fit, **common, **POSTERIOR_EFFORT["evidence_kwargs"])
+    draws = list(ev["draws"])
+    ess_first = np.array([_ess(w) for _, w in draws])
+    redo = np.flatnonzero(ess_first < POSTERIOR_EFFORT["retry_below"])
+    if redo.size:        # the second try, kept where it holds more effective draws
+        sub = {**fit, "all_u": fit["all_u"][redo], "all_deviance": fit["all_deviance"][redo]}
+        again = log_evidence(shape, q, y[redo], sub, **common, **POSTERIOR_EFFORT["retry_kwargs"])
+        for i, d in zip(redo, again["draws"]):
+            if _ess(d[1]) > ess_first[i]:
+                draws[i] = d
     rng = np.random.default_rng([int(seed), sc.SHAPES.index(shape), 13])
     d = len(sc.SHAPE_PARAMS[shape])
     samples = np.full((len(y), int(n_draws), d), np.nan)
     ess = np.zeros(len(y))
-    for i, (draws, w) in enumerate(ev["draws"]):
+    for i, (points, w) in enumerate(draws):
         if w.size == 0 or not w.sum() > 0:
             continue
+        ess[i] = _ess(w)
         w = w / w.sum()
-        ess[i] = 1.0 / np.sum(w ** 2)
         # systematic resampling: each draw kept about n_draws * w times
         pos = (rng.random() + np.arange(n_draws)) / n_draws
-        samples[i] = draws[np.minimum(np.searchsorted(np.cumsum(w), pos), len(w) - 1)]
+        samples[i] = points[np.minimum(np.searchsorted(np.cumsum(w), pos), len(w) - 1)]
     return {"samples": samples, "ess": ess, "best": fit["params"]}
 
 
@@ -1187,7 +1207,7 @@ RADIUS_EDGES_NM = (0.5, 1, 2, 5, 10, 20, 30, 40, 50)
 #: Test curves per shape whose likelihood posterior the wide-prior experiment computes (None: all):
 #: a cylinder's costs ~20 s on one core (the orientation average of rods up to 200 nm long at every
 #: importance draw), a sphere's ~0.3 s, a hard sphere's ~0.6 s.
-POSTERIOR_SUBSET = {"sphere": None, "sphere@hardsphere": None, "cylinder": 120}
+POSTERIOR_SUBSET = {"sphere": None, "sphere@hardsphere": None, "cylinder": 100}
 
 
 def _test_curves(profile: str, priors: str) -> dict:
@@ -1229,6 +1249,19 @@ def posterior_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
             out[key][np.ix_(rows, cols)] = fn(post["samples"], axis=1)
         out["ess"][rows] = post["ess"]
     return out
+
+
+def classify_chunk(config: dict, seed: int, start: int, stop: int) -> dict:
+    """``core.datasets.generate`` generator: the saved model ``config["model"]`` of ``config["profile"]``
+    (with ``second_opinion``) classifies test curves ``start:stop`` of notebook 01's test set drawn
+    from ``config["priors"]`` with ``refine_below`` = ``config["refine_below"]``: ``ShapeInverter.
+    classify``'s "probabilities", "network", "refined", "in_domain". One torch thread per worker."""
+    import torch
+
+    torch.set_num_threads(1)
+    t = _test_curves(config["profile"], config["priors"])
+    model = s1.load_inverter(config["model"], profile=config["profile"], second_opinion=second_opinion)
+    return model.classify(t["log_i"][start:stop], refine_below=config["refine_below"])
 
 
 def _coverage(lo, hi, truth) -> float:
@@ -1285,8 +1318,10 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
     path = s1.default_model_path(profile, "wide")
     model = s1.load_inverter("wide", profile=profile, second_opinion=second_opinion)
     t0 = time.perf_counter()
-    ev = inn.evaluate(model, y, lab, par, sc.PARAM_NAMES, n_samples=P["n_samples"], seed=P["seed"],
-                      refine_below=P["refine_below"])
+    cls = datasets.generate("study1wide_classify", classify_chunk,
+                            {"profile": profile, "priors": "wide", "model": "wide", "refine_below": P["refine_below"],
+                             "model_sha256": _model_file_id(path)}, len(lab), P["seed"], chunk_size=50, workers=workers)
+    ev = inn.evaluate(model, y, lab, par, sc.PARAM_NAMES, n_samples=P["n_samples"], seed=P["seed"], classified=cls)
     t_classify = time.perf_counter() - t0
     rng = np.random.default_rng([int(P["seed"]), 17])
     rows = []
@@ -1297,7 +1332,8 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
     t0 = time.perf_counter()
     post = datasets.generate("study1wide_posterior", posterior_chunk,
                              {"profile": profile, "priors": "wide", "n_draws": int(P["n_samples"]),
-                              "rows": rows.tolist()}, len(rows), P["seed"], chunk_size=20, workers=workers)
+                              "rows": rows.tolist(), "effort": POSTERIOR_EFFORT}, len(rows), P["seed"],
+                             chunk_size=20, workers=workers)
     t_posterior = time.perf_counter() - t0
     lab_s, par_s = lab[rows], par[rows]
     ev_net = _subset_ev(ev, lab, rows)
