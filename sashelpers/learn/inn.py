@@ -1422,7 +1422,7 @@ def _samples_per_shape(model: ShapeInverter, log_i, labels, params, param_names,
 
 def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, n_samples: int = 300,
              level: float = 0.9, seed: int = 0, refine_below: float | None = REFINE_BELOW,
-             posterior: str = "network", classified: dict | None = None) -> dict:
+             posterior: str = "network", classified: dict | None = None, effort: str = "fast") -> dict:
     """Shape accuracy and confusion matrix; per shape and parameter the MAE of the posterior
     median and the coverage of the central ``level`` interval (posterior of the TRUE shape, so
     that regression quality is measured separately from classification; samples kept inside
@@ -1436,9 +1436,9 @@ def evaluate(model: ShapeInverter, log_i, shape_labels, params, param_names, *, 
     pass the domain check. ``posterior`` ("network" or "likelihood", ``posterior_samples``)
     picks the posterior the parameters are read from. ``classified``: ``model.classify``'s result
     for these curves when it was computed already (e.g. in parallel chunks); ``refine_below`` is
-    then not used."""
+    then not used. ``effort`` is passed to the second opinion."""
     labels = np.asarray(shape_labels)
-    cls = model.classify(log_i, refine_below=refine_below) if classified is None else classified
+    cls = model.classify(log_i, refine_below=refine_below, effort=effort) if classified is None else classified
     if len(cls["probabilities"]) != len(labels):
         raise ValueError(f"classified holds {len(cls['probabilities'])} curves but shape_labels {len(labels)}")
     pred, pred_net = cls["probabilities"].argmax(axis=1), cls["network"].argmax(axis=1)

@@ -522,7 +522,8 @@ def accuracy_table(ev: dict, params, labels, shapes=SHAPES) -> dict:
 
 
 def invariance_check(model, log_i, labels, params, *, factors=(1e-3, 1.0, 1e3), background: bool = True,
-                     seed: int = 0, n_samples: int = 100, refine_below: float | None = None) -> dict:
+                     seed: int = 0, n_samples: int = 100, refine_below: float | None = None,
+                     effort: str = "fast") -> dict:
     """The network's read-back of test curves as they are ("clean x1") and, with a random flat
     background (``add_background``, on every curve), times each factor ("background x<factor>").
 
@@ -531,12 +532,13 @@ def invariance_check(model, log_i, labels, params, *, factors=(1e-3, 1.0, 1e3), 
     posterior draws per curve. With ``refine_below`` (e.g. ``learn.inn.REFINE_BELOW``) the model's
     second opinion decides where the network is unsure, and "shape_accuracy" (the final verdict)
     and "refined" (the fraction of curves it decided) are added; default None: the network alone.
+    ``effort``: the second opinion's (``bayes_shapes.EFFORT``).
     """
     from ..learn import inn
 
     def one(y):
         e = inn.evaluate(model, y, labels, params, PARAM_NAMES, n_samples=n_samples, seed=seed,
-                         refine_below=refine_below)
+                         refine_below=refine_below, effort=effort)
         t = accuracy_table(e, params, labels)
         final = ({} if refine_below is None else
                  {"shape_accuracy": e["shape_accuracy"], "refined": float(np.mean(e["refined"]))})
