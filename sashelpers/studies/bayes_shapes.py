@@ -1356,12 +1356,21 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
         coverage["network"][shape] = ev["coverage"][shape]
     by_size = {src: {shape: s1.error_by_size(e, par_s, lab_s, RADIUS_EDGES_NM, shape=shape) for shape in sc.SHAPES}
                for src, e in (("network", ev_net), ("likelihood", ev_lik))}
+    # how wide the likelihood's posterior itself is: its sd / R from the 90 % interval (Gaussian reading),
+    # per radius bin; a median at the posterior's centre is off by about 0.8 sd on average
+    j = sc.PARAM_NAMES.index("radius_nm")
+    truth = par_s[:, j].astype(np.float64)
+    rel_sd = (post["hi"][:, j] - post["lo"][:, j]) / (2 * 1.6449) / truth
+    spread = {shape: [{"lo_nm": float(lo), "hi_nm": float(hi),
+                       "rel_sd": float(np.mean(rel_sd[b])) if (b := (lab_s == k) & (truth >= lo) & (truth < hi)).any()
+                       else float("nan")}
+                      for lo, hi in zip(RADIUS_EDGES_NM[:-1], RADIUS_EDGES_NM[1:])] for k, shape in enumerate(sc.SHAPES)}
     return {"model": path.name, "model_sha256": _model_file_id(path), "n_test": int(len(lab)),
             "refine_below": P["refine_below"], "n_refined": int(ev["refined"].sum()),
             "posterior_subset": POSTERIOR_SUBSET, "n_posterior": int(len(rows)),
             "network_all": s1.accuracy_table(ev, par, lab),
             "network": s1.accuracy_table(ev_net, par_s, lab_s), "likelihood": s1.accuracy_table(ev_lik, par_s, lab_s),
-            "coverage90": coverage, "by_size": by_size,
+            "coverage90": coverage, "by_size": by_size, "posterior_sd_by_size": spread,
             "ess": {"median": float(np.median(post["ess"])), "min": float(post["ess"].min()),
                     "below_min": int((~trusted).sum()), "min_ess": inn.MIN_ESS},
             "seconds": {"classify": t_classify, "posterior": t_posterior, "workers": workers}}
