@@ -314,6 +314,16 @@ def load_experiment(study: str, name: str, profile: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def experiment_results(study: str, names, profile: str) -> dict:
+    """{name: the archived experiment's "results", or None when it was not run} for ``names`` of
+    ``study`` at ``profile`` (``load_experiment``)."""
+    out = {}
+    for name in names:
+        rec = load_experiment(study, name, profile)
+        out[name] = None if rec is None else rec["results"]
+    return out
+
+
 def write_experiment(study: str, name: str, profile: str, record: dict, out: Path | None = None) -> Path:
     """Write an experiment's record (with hardware and git commit added) as JSON; return the path."""
     record = {"experiment": f"{study[:2]} {name}", "profile": profile, "hardware": hardware(),

@@ -1412,11 +1412,7 @@ def load_experiments(profile: str = "standard") -> dict:
     """The archived ``EXPERIMENTS`` at ``profile``: {name: results, or None when not run}."""
     from ..core import report
 
-    out = {}
-    for name in EXPERIMENTS:
-        rec = report.load_experiment(s1.STUDY, name, profile)
-        out[name] = None if rec is None else rec["results"]
-    return out
+    return report.experiment_results(s1.STUDY, EXPERIMENTS, profile)
 
 
 def main(argv=None):

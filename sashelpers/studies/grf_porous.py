@@ -1131,8 +1131,4 @@ def load_budget(profile: str = "standard") -> dict:
     (``python -m sashelpers.studies.grf_porous NAME`` runs and archives one)}."""
     from ..core import report
 
-    out = {}
-    for name in BUDGET_EXPERIMENTS:
-        rec = report.load_experiment(STUDY, name, profile)
-        out[name] = None if rec is None else rec["results"]
-    return out
+    return report.experiment_results(STUDY, BUDGET_EXPERIMENTS, profile)
