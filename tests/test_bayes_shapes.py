@@ -209,6 +209,36 @@ def test_best_fit_with_a_free_scale_does_not_depend_on_it():
     assert "scale" not in am.best_fit("sphere", Q, y, **SMALL)
 
 
+def test_background_start_score_finds_scale_and_background():
+    rng = np.random.default_rng(5)
+    lib = np.log(rng.uniform(0.01, 100.0, (40, 50)))
+    s_true, b_true = 3e4, 7.0                  # any scale (no overflow), a background
+    y = np.stack([np.log(s_true * np.exp(lib[7]) + b_true), np.log(s_true * np.exp(lib[11]))])
+    score = am._background_scores(lib, y)
+    assert score.shape == (2, 40)
+    assert score[0, 7] == pytest.approx(0.0, abs=1e-9) and score[1, 11] == pytest.approx(0.0, abs=1e-9)
+    assert np.argmin(score[0]) == 7 and np.argmin(score[1]) == 11
+    assert np.all(np.delete(score[0], 7) > 1e-3)
+    # a curve that only a negative background could fit is scored with B = 0: relative residuals
+    down = np.log(np.exp(lib[3]) - 0.5 * np.exp(lib[3]).min())
+    a = np.exp(lib[3] - down)
+    s = np.sum(a) / np.sum(a ** 2)                  # the best S of sum (S a - 1)^2
+    assert am._background_scores(lib[3:4], down[None])[0, 0] == pytest.approx(np.sum((s * a - 1) ** 2), rel=1e-6)
+
+
+def test_best_fit_with_a_background_finds_the_hard_sphere_mode():
+    # a test curve of notebook 01 whose best fit, with starts picked on the low-q part only, sat at
+    # the wrong volume fraction 1000 deviance units above the truth
+    truth = {"radius_nm": 2.071, "radius_pd": 0.075, "volfraction": 0.05}
+    y = np.log(np.exp(clean("sphere@hardsphere", **truth)) * 40.0 + 0.3)
+    y_clean = clean("sphere@hardsphere", **truth)
+    for curve in (y, y_clean):
+        fit = am.best_fit("sphere@hardsphere", Q, curve, free_scale=True, free_background=True)
+        assert fit["params"]["volfraction"] == pytest.approx(0.05)
+        assert fit["params"]["radius_nm"] == pytest.approx(2.071, rel=0.01)
+        assert fit["deviance"] <= 0.5      # the noise-free truth's is ~0
+
+
 def test_likelihood_posterior_of_a_sphere_matches_laplace():
     # R = 3 nm, 10 % noise: a sharp, near-Gaussian posterior centred near the truth, whose width
     # Laplace's approximation (the inverse Fisher matrix at the best fit) gives

@@ -376,20 +376,47 @@ def library(shape: str, q_nm, n: int | None = None, *, seed: int = 0, dtype=None
     return lib
 
 
+def _background_scores(c, y) -> np.ndarray:
+    """Squared relative residuals sum_q ((S e^c + B) / e^y - 1)^2 of every library curve c (m, n_q)
+    against every curve y (n, n_q), both natural log I, at the scale S > 0 and flat background B >= 0
+    that minimise them (linear least squares, solved in closed form for all pairs at once).
+    Relative residuals, as the noise is relative. Returns (n, m); inf where no S > 0 fits."""
+    c = np.asarray(c, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    c = c - c.max(axis=1, keepdims=True)       # a common factor per curve is absorbed by S and B
+    y = y - y.max(axis=1, keepdims=True)
+    ec, e2c, ey = np.exp(c), np.exp(2.0 * c), np.exp(-y)
+    e2y = ey * ey
+    saa, sab, sa = e2y @ e2c.T, e2y @ ec.T, ey @ ec.T          # (n, m): sums of a^2, a b, a
+    sbb, sb = e2y.sum(axis=1)[:, None], ey.sum(axis=1)[:, None]  # (n, 1), with a = e^(c-y), b = e^-y
+    det = saa * sbb - sab * sab
+    with np.errstate(divide="ignore", invalid="ignore"):
+        S = (sa * sbb - sab * sb) / det
+        B = (saa * sb - sab * sa) / det
+        no_bg = ~(B >= 0) | ~(det > 0)                          # background at its bound: S alone
+        S = np.where(no_bg, sa / saa, S)
+        B = np.where(no_bg, 0.0, B)
+        score = y.shape[1] - 2.0 * (S * sa + B * sb) + S * S * saa + 2.0 * S * B * sab + B * B * sbb
+    return np.where((S > 0) & np.isfinite(score), score, np.inf)
+
+
 def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64, free_scale: bool = False,
-            low_q: bool = False, cols=None):
-    """Per curve and fixed option, up to n_starts library points with the smallest squared
-    log-residual that are at least min_sep apart (in coordinates scaled by the support width);
-    with ``free_scale``, of the curves with their mean log I over q removed; with ``low_q``, over
-    the lower 60 % of the q points only (where a flat background matters least); ``cols``: the
-    library's q points the curves were measured on (all by default).
-    Returns an int array (n_curves, n_fixed, n_starts) of library indices."""
+            background: bool = False, cols=None):
+    """Per curve and fixed option, up to n_starts library points with the smallest misfit that are
+    at least min_sep apart (in coordinates scaled by the support width). The misfit is the squared
+    log-residual; with ``free_scale``, of the curves with their mean log I over q removed; with
+    ``background``, the squared relative residual at the best scale and flat background
+    (``_background_scores``) for half the starts (the first ones) and the scale-free log-residual for
+    the rest, which finds the curves without a background more reliably. ``cols``: the library's q points the curves were measured on (all by
+    default). Returns an int array (n_curves, n_fixed, n_starts) of library indices."""
+    if background and n_starts > 1:     # half by each misfit: a background may be there or not
+        half = (n_starts + 1) // 2
+        return np.concatenate([_starts(lib, y, half, min_sep, n_cand, free_scale, True, cols),
+                               _starts(lib, y, n_starts - half, min_sep, n_cand, True, False, cols)], axis=2)
     names = lib["names"]
     lo, hi = _bounds(names, lib.get("priors", "paper"))
     us = (lib["u"] - lo) / (hi - lo)
-    cut = int(np.ceil(0.6 * y.shape[1])) if low_q else y.shape[1]
-    y = y[:, :cut]
-    if free_scale:
+    if free_scale and not background:
         y = y - y.mean(axis=1, keepdims=True)
     y32 = y.astype(np.float32)
     n_cand = min(n_cand, lib["u"].shape[0])
@@ -397,12 +424,14 @@ def _starts(lib, y, n_starts: int, min_sep: float = 0.08, n_cand: int = 64, free
     for f, curves in enumerate(lib["log_i"]):
         if cols is not None:
             curves = curves[:, cols]
-        curves = curves[:, :cut]
         finite = np.isfinite(curves).all(axis=1)
         c = np.where(finite[:, None], curves, 0.0).astype(np.float32)
-        if free_scale:
-            c = c - c.mean(axis=1, keepdims=True)
-        score = (c * c).sum(1)[None, :] - 2.0 * (y32 @ c.T)
+        if background:
+            score = _background_scores(c, y)
+        else:
+            if free_scale:
+                c = c - c.mean(axis=1, keepdims=True)
+            score = (c * c).sum(1)[None, :] - 2.0 * (y32 @ c.T)
         score[:, ~finite] = np.inf
         cand = np.argpartition(score, n_cand - 1, axis=1)[:, :n_cand]
         cand = np.take_along_axis(cand, np.argsort(np.take_along_axis(score, cand, 1), 1), 1)
@@ -544,7 +573,7 @@ def best_fit(shape: str, q_nm, log_i, *, noise: float = NOISE, n_starts: int | N
                   priors=priors)
     n, n_fix, k = y.shape[0], len(lib["fixed"]), len(names)
     idx = _starts(lib, y, int(n_starts), free_scale=free_scale or free_background,
-                  low_q=free_background, cols=cols)  # (n, n_fix, n_starts)
+                  background=free_background, cols=cols)  # (n, n_fix, n_starts)
     u0 = lib["u"][idx].reshape(-1, k)
     curve_of = np.repeat(np.arange(n), n_fix * n_starts)
     fix_of = np.tile(np.repeat(np.arange(n_fix), n_starts), n)
@@ -1202,6 +1231,11 @@ def markdown_report(result: dict) -> str:
 #: ``book/records/experiments/01_<name>@<profile>.json``.
 EXPERIMENTS = ("wide_likelihood", "background_likelihood", "background_full", "background_ceiling")
 
+#: The version of the fits' start search, part of the experiments' cache keys: 2 = with a background,
+#: half the starts picked by the misfit at the best scale and background (``_starts``); 1 picked
+#: them all on the low-q part of the curve and missed the best mode of about 1 hard sphere in 5.
+FITS_VERSION = 2
+
 #: The relative-error bins (true radius, nm) of the wide-prior experiment.
 RADIUS_EDGES_NM = (0.5, 1, 2, 5, 10, 20, 30, 40, 50)
 
@@ -1313,7 +1347,8 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
                                     seed=P["seed"], refine_below=P["refine_below"], effort=effort)
         return {"model": s1.default_model_path(profile, "scalefree").name,
                 "model_sha256": _model_file_id(s1.default_model_path(profile, "scalefree")),
-                "n_test": int(len(t["shape"])), "refine_below": P["refine_below"], "effort": effort, "check": check,
+                "n_test": int(len(t["shape"])), "refine_below": P["refine_below"], "effort": effort,
+                "fits_version": FITS_VERSION, "check": check,
                 "seconds": time.perf_counter() - t0}
     t = _test_curves(profile, "wide")
     y, lab, par = t["log_i"], t["shape"], t["params"]
@@ -1322,7 +1357,7 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
     t0 = time.perf_counter()
     cls = datasets.generate("study1wide_classify", classify_chunk,
                             {"profile": profile, "priors": "wide", "model": "wide", "refine_below": P["refine_below"],
-                             "model_sha256": _model_file_id(path)}, len(lab), P["seed"], chunk_size=50, workers=workers)
+                             "model_sha256": _model_file_id(path), "fits": FITS_VERSION}, len(lab), P["seed"], chunk_size=50, workers=workers)
     ev = inn.evaluate(model, y, lab, par, sc.PARAM_NAMES, n_samples=P["n_samples"], seed=P["seed"], classified=cls)
     t_classify = time.perf_counter() - t0
     rng = np.random.default_rng([int(P["seed"]), 17])
@@ -1334,7 +1369,7 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
     t0 = time.perf_counter()
     post = datasets.generate("study1wide_posterior", posterior_chunk,
                              {"profile": profile, "priors": "wide", "n_draws": int(P["n_samples"]),
-                              "rows": rows.tolist(), "effort": POSTERIOR_EFFORT}, len(rows), P["seed"],
+                              "rows": rows.tolist(), "effort": POSTERIOR_EFFORT, "fits": FITS_VERSION}, len(rows), P["seed"],
                              chunk_size=20, workers=workers)
     t_posterior = time.perf_counter() - t0
     lab_s, par_s = lab[rows], par[rows]
@@ -1365,7 +1400,7 @@ def experiment(name: str, profile: str = "standard", *, workers: int = 2) -> dic
                        "rel_sd": float(np.mean(rel_sd[b])) if (b := (lab_s == k) & (truth >= lo) & (truth < hi)).any()
                        else float("nan")}
                       for lo, hi in zip(RADIUS_EDGES_NM[:-1], RADIUS_EDGES_NM[1:])] for k, shape in enumerate(sc.SHAPES)}
-    return {"model": path.name, "model_sha256": _model_file_id(path), "n_test": int(len(lab)),
+    return {"model": path.name, "model_sha256": _model_file_id(path), "fits_version": FITS_VERSION, "n_test": int(len(lab)),
             "refine_below": P["refine_below"], "n_refined": int(ev["refined"].sum()),
             "posterior_subset": POSTERIOR_SUBSET, "n_posterior": int(len(rows)),
             "network_all": s1.accuracy_table(ev, par, lab),
