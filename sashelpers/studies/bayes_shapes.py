@@ -26,7 +26,9 @@ approximation), which cancels in p(shape | curve).
 well as the scale S; both are fitted for every shape-parameter value (``background_fit``: least
 squares on the relative residual, or B = 0 with the exact scale where that fits better) and, like
 the scale, maximised rather than integrated in the marginal likelihoods. The answer is again the
-same for c * I as for I. The start search then compares the lower 60 % of the q points only.
+same for c * I as for I. The start search then picks half its starts by the misfit of each library
+curve at its own best scale and background (``_background_scores``, in closed form), the other half
+as without a background.
 A model trained with backgrounds (``learn.inn.ShapeInverter(background=True)``) asks for it.
 
 * ``best_fit(shape, q, log_i)``: the maximum-likelihood parameters of one shape within its
