@@ -209,6 +209,34 @@ def test_best_fit_with_a_free_scale_does_not_depend_on_it():
     assert "scale" not in am.best_fit("sphere", Q, y, **SMALL)
 
 
+def test_scale_and_background_are_the_maximum_likelihood():
+    import torch
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(8)
+    model = clean("sphere")
+    obs = np.log(30.0 * np.exp(model) * rng.normal(1.0, 0.1, Q.size) + 0.2 * 30.0 * np.exp(model[-8:]).mean())
+    fit = am.background_fit(obs, model)
+
+    def dev(p):
+        r = obs - np.log(np.exp(p[0]) * np.exp(model) + max(p[1], 0.0))
+        return np.sum(np.expm1(r) ** 2 / 0.1 ** 2 - 2.0 * r)
+
+    best = minimize(dev, [np.log(fit["scale"]) + 0.05, 0.9 * fit["background"]], method="Nelder-Mead",
+                    options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 4000})
+    assert fit["scale"] == pytest.approx(np.exp(best.x[0]), rel=1e-5)
+    assert fit["background"] == pytest.approx(best.x[1], rel=1e-4)
+    assert dev_of(obs, fit["log_i"]) == pytest.approx(best.fun, abs=1e-6)
+    # the least-squares values alone are measurably off the maximum
+    ls = am._scale_background_t(torch.as_tensor(obs)[None], torch.as_tensor(model)[None], 0.1, n_iter=0)[0]
+    assert dev_of(obs, ls[0].numpy()) > best.fun + 0.1
+
+
+def dev_of(obs, log_model):
+    r = obs - log_model
+    return np.sum(np.expm1(r) ** 2 / 0.1 ** 2 - 2.0 * r)
+
+
 def test_background_start_score_finds_scale_and_background():
     rng = np.random.default_rng(5)
     lib = np.log(rng.uniform(0.01, 100.0, (40, 50)))
