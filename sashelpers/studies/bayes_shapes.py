@@ -29,9 +29,10 @@ exact scale where that fits better). The fits maximise over B; the marginal like
 the shape posteriors and the parameters' posteriors) integrate it over the prior the scale-free
 models are trained with (``_background_deviance_t``: absent for a quarter of the curves, else
 log-uniform relative to the curve's high-q intensity), since a maximised background lets every
-shape buy a better fit the prior makes unlikely. The answer is again the same for c * I as for I. The start search then picks half its starts by the misfit of each library
-curve at its own best scale and background (``_background_scores``, in closed form), the other half
-as without a background.
+shape buy a better fit the prior makes unlikely. The answer is again the same for c * I as for I.
+The start search then picks half its starts by the misfit of each library curve at its own best
+scale and background (``_background_scores``, in closed form), the other half as without a
+background.
 A model trained with backgrounds (``learn.inn.ShapeInverter(background=True)``) asks for it.
 
 * ``best_fit(shape, q, log_i)``: the maximum-likelihood parameters of one shape within its
@@ -847,8 +848,9 @@ def log_evidence(shape: str, q_nm, log_i, fit: dict, *, noise: float = NOISE, n_
     The hard-sphere volume fraction is summed over its values (uniform prior).
     Returns {"log_z": (n,), "ess": (n,) effective sample size of the last round (smallest over
     the volume fractions that matter), "log_occam": log_z + best deviance / 2 (<= 0 up to
-    sampling error)}; with ``return_draws``, also "draws": per curve, the last round's draws as
-    (params (m, len(SHAPE_PARAMS[shape])) in physical units, normalised importance weights (m,)),
+    sampling error; with a free background, up to the background's own small factor,
+    ``_background_deviance_t``)}; with ``return_draws``, also "draws": per curve, the last round's
+    draws as (params (m, len(SHAPE_PARAMS[shape])) in physical units, normalised importance weights (m,)),
     i.e. the posterior of the parameters under the exact likelihood and the prior
     (``likelihood_posterior`` resamples them). The likelihood is evaluated in ``dtype`` (float32 by default). With
     ``free_scale`` (``fit`` made with it too) the profiled likelihood of a free intensity scale is
