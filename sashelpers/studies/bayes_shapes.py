@@ -201,6 +201,14 @@ def _profile_offset_t(r, noise):
     return top[..., 0] - torch.log(t)
 
 
+def _residual_deviance_t(r, noise):
+    """The deviance sum_q [(e^r - 1)^2 / noise^2 - 2 r] of residuals r = log I_obs - log I_model
+    (last axis: q; module docstring), for torch tensors."""
+    import torch
+
+    return (torch.expm1(r) ** 2 / noise ** 2 - 2.0 * r).sum(-1)
+
+
 def _newton_scale_background(a, c, s, b, ok, noise, n_iter: int):
     """``n_iter`` Newton steps on the deviance in (S', B') of the model ratio rho = S' a + B' c
     (``_scale_background_t``'s shifted units), from the least-squares start, for the rows ``ok``;
@@ -259,11 +267,8 @@ def _scale_background_t(y, m, noise, n_iter: int = 3):
     s_w, b_w = _newton_scale_background(a, c, s_w, b_w, ok, noise, n_iter)
     mm_w = y + torch.log((s_w[..., None] * a + b_w[..., None] * c).clamp_min(1e-300))
     mm_0 = m + a0[..., None]
-
-    def dev(mm):
-        return (torch.expm1(y - mm) ** 2 / noise ** 2 - 2.0 * (y - mm)).sum(-1)
-
-    ok = ok & (dev(mm_w) < dev(mm_0))        # least squares is near, not at, the maximum: keep the better
+    # the fit with a background where it beats the background-free one
+    ok = ok & (_residual_deviance_t(y - mm_w, noise) < _residual_deviance_t(y - mm_0, noise))
     log_s = torch.where(ok, torch.log(s_w.clamp_min(1e-300)) - top[..., 0], a0)
     mm = torch.where(ok[..., None], mm_w, mm_0)
     return mm, log_s, torch.where(ok, b_w * torch.exp(y_min[..., 0]), torch.zeros_like(b_w))
@@ -304,11 +309,11 @@ def _deviance_t(y, m, noise, free_scale: bool = False, free_background: bool = F
         r = y - m
     if free_scale and not free_background:
         r = r - _profile_offset_t(r, noise)[..., None]
-    out = (torch.expm1(r) ** 2 / noise ** 2 - 2.0 * r).sum(-1)
+    out = _residual_deviance_t(r, noise)
     return torch.where(torch.isfinite(out), out, torch.full_like(out, float("inf")))
 
 
-def _background_deviance_t(y, m, noise, prior=None, n_nodes: int = 48):
+def _background_deviance_t(y, m, noise, n_nodes: int = 48):
     """-2 log of the likelihood with the scale maximised and the flat background *integrated* over
     its prior (the one the scale-free models are trained with, ``inn_scatterers.BACKGROUND``: absent
     with probability p_a, else B = b T with b log-uniform in [low, high] and T the model's
@@ -328,16 +333,12 @@ def _background_deviance_t(y, m, noise, prior=None, n_nodes: int = 48):
     """
     import torch
 
-    p = {**s1.BACKGROUND, **(prior or {})}
+    p = s1.BACKGROUND
     y, m = torch.broadcast_tensors(y, m)
     mm, log_s, B = _scale_background_t(y, m, noise)
-
-    def dev(r):
-        return (torch.expm1(r) ** 2 / noise ** 2 - 2.0 * r).sum(-1)
-
-    D_fit = dev(y - mm)
+    D_fit = _residual_deviance_t(y - mm, noise)
     r0 = y - m
-    D_0 = dev(r0 - _profile_offset_t(r0, noise)[..., None])
+    D_0 = _residual_deviance_t(r0 - _profile_offset_t(r0, noise)[..., None], noise)
     g_s = torch.exp(m + log_s[..., None] - mm)         # d log mu / d log S
     g_b = torch.exp(-mm)                               # d log mu / d B
     w = 1.0 / noise ** 2 + 2.0
